@@ -298,6 +298,10 @@ class GuestMemory:
             return
         self.write(addr, (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little"))
 
+    def load_for_write(self, addr: int, size: int) -> int:
+        """Load that needs write permission (the read half of an atomic read-modify-write)."""
+        return int.from_bytes(self.read(addr, size, need=PROT_WRITE, kind=FAULT_STORE), "little")
+
     def fetch(self, addr: int, n: int) -> bytes:
         """Instruction fetch: needs execute permission."""
         return self.read(addr, n, need=PROT_EXEC, kind=FAULT_FETCH)

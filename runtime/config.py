@@ -1,0 +1,66 @@
+"""Every switch that changes how dbtlab runs a guest, in one place.
+
+The CLI fills a ``RunConfig`` from its options; the Python API takes one too. Debug
+switches follow QEMU's ``-d`` names where QEMU has one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+#: ``-d`` flags: name -> what it does
+DEBUG_FLAGS = {
+    "in_asm": "print the guest instructions of each translated block",
+    "op": "print the LLVM IR of each translated module",
+    "op_opt": "print the LLVM IR after optimisation",
+    "out_asm": "print the host assembly of each translated module",
+    "nochain": "never chain blocks: every block exit returns to the dispatcher",
+    "exec": "trace every block entry from the dispatcher (pc and symbol)",
+    "int": "report every exit to Python (syscalls, faults, misses) as it happens",
+}
+
+ACCELS = ("llvm", "interp", "unicorn")
+
+
+@dataclass
+class RunConfig:
+    accel: str = "interp"
+    strace: bool = False
+    max_insns: int | None = None          # stop after exactly this many instructions
+    debug: frozenset[str] = frozenset()   # subset of DEBUG_FLAGS
+    debug_file: str | None = None         # where -d output goes (default stderr)
+    opt_level: int = 0                    # LLVM pass level for first-tier code (0..3)
+    codegen_opt: int = 0                  # LLVM target-machine opt level (0..3)
+    batch_blocks: int = 64                # blocks translated per module on a miss
+    max_block_insns: int = 128            # longest translation block
+    chaining: bool = True
+    time_mode: str = "host"               # "host" clocks, or "virtual" (deterministic)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **kw) -> "RunConfig":
+        """Defaults overridable from DBTLAB_* environment variables (for debugging runs
+        started by tests or notebooks): DBTLAB_ACCEL, DBTLAB_DEBUG=in_asm,op, DBTLAB_OPT."""
+        cfg = cls(**kw)
+        if "accel" not in kw and os.environ.get("DBTLAB_ACCEL"):
+            cfg.accel = os.environ["DBTLAB_ACCEL"]
+        if os.environ.get("DBTLAB_DEBUG"):
+            cfg.debug = cfg.debug | parse_debug(os.environ["DBTLAB_DEBUG"])
+        if os.environ.get("DBTLAB_OPT"):
+            cfg.opt_level = int(os.environ["DBTLAB_OPT"])
+        return cfg
+
+    @property
+    def chain(self) -> bool:
+        return self.chaining and "nochain" not in self.debug
+
+
+def parse_debug(text: str) -> frozenset[str]:
+    """Parse ``-d`` flags; unknown names raise ValueError listing the valid ones."""
+    flags = frozenset(t.strip() for t in text.split(",") if t.strip())
+    bad = flags - DEBUG_FLAGS.keys()
+    if bad:
+        raise ValueError(f"unknown -d flag(s) {', '.join(sorted(bad))}; valid: "
+                         + ", ".join(DEBUG_FLAGS))
+    return flags
