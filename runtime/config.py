@@ -16,8 +16,7 @@ DEBUG_FLAGS = {
     "op_opt": "print the LLVM IR after optimisation",
     "out_asm": "print the host assembly of each translated module",
     "nochain": "never chain blocks: every block exit returns to the dispatcher",
-    "exec": "trace every block entry from the dispatcher (pc and symbol)",
-    "int": "report every exit to Python (syscalls, faults, misses) as it happens",
+    "exits": "report every exit from translated code to Python (syscalls, misses, ...)",
 }
 
 ACCELS = ("llvm", "interp", "unicorn")

@@ -19,13 +19,15 @@ _TRAP_EXIT = {"ecall": EXIT_ECALL, "ebreak": EXIT_EBREAK, "illegal": EXIT_ILLEGA
 class InterpAccel(Accelerator):
     name = "interp"
 
-    def __init__(self, machine) -> None:
+    def __init__(self, machine, *, decode_cache: bool = True) -> None:
         super().__init__(machine)
         self.mem = machine.mem
         self.b = InterpBuilder(self.mem)
         self._cache: dict[int, Insn] = {}
         self._by_page: dict[int, set[int]] = {}
-        self.mem.code_write_listeners.append(self._code_written)
+        self._use_cache = decode_cache
+        if decode_cache:
+            self.mem.code_write_listeners.append(self._code_written)
 
     # ---- decode cache ----------------------------------------------------------------
     def fetch_decode(self, pc: int) -> Insn:
@@ -36,6 +38,8 @@ class InterpAccel(Accelerator):
         lo = int.from_bytes(self.mem.fetch(pc, 2), "little")
         word = lo if lo & 3 != 3 else int.from_bytes(self.mem.fetch(pc, 4), "little")
         insn = decode(word)
+        if not self._use_cache:
+            return insn
         self._cache[pc] = insn
         for pn in {pc >> PAGE_SHIFT, (pc + insn.length - 1) >> PAGE_SHIFT}:
             self._by_page.setdefault(pn, set()).add(pc)
@@ -58,7 +62,7 @@ class InterpAccel(Accelerator):
             self.mem.code_write_listeners.remove(self._code_written)
 
     # ---- state exchange --------------------------------------------------------------
-    def _import(self) -> None:
+    def _import(self, instret: int) -> None:
         cpu, b = self.machine.cpu, self.b
         b.x[:] = cpu.x
         b.x[0] = 0
@@ -66,7 +70,7 @@ class InterpAccel(Accelerator):
         b.fflags, b.frm = cpu.fflags & 0x1F, cpu.frm & 7
         b.fields["res_addr"], b.fields["res_val"] = cpu.res_addr, cpu.res_val
         b.fields["res_valid"] = cpu.res_valid
-        b.instret = self.machine.instret
+        b.instret = instret
 
     def _export(self, pc: int) -> None:
         cpu, b = self.machine.cpu, self.b
@@ -99,9 +103,11 @@ class InterpAccel(Accelerator):
             raise
         return npc if b.target is None else b.target
 
-    def run(self, budget: int) -> Exit:
+    def run(self, budget: int, instret: int | None = None) -> Exit:
+        """``instret``: instructions retired before this run, when the caller is another
+        accelerator mid-run (defaults to the machine's count)."""
         self.stats.runs += 1
-        self._import()
+        self._import(self.machine.instret if instret is None else instret)
         b = self.b
         pc = self.machine.cpu.pc
         n = 0
@@ -112,7 +118,7 @@ class InterpAccel(Accelerator):
                 n += 1
                 b.instret += 1
         except Trap as t:
-            word = self._cache[pc].word if pc in self._cache else 0
+            word = self.fetch_decode(pc).word if t.kind == "illegal" else 0
             ex = Exit(_TRAP_EXIT[t.kind], n, word=word)
         except GuestFault as f:
             ex = Exit(EXIT_FAULT, n, fault_kind=f.kind, fault_addr=f.addr)

@@ -1,0 +1,324 @@
+"""``--accel llvm``: guest blocks lifted to LLVM IR, JIT-compiled, chained natively.
+
+The run loop lives in native code (``dbt_enter`` in the support module); this class is what
+runs when native code returns to Python, which it does only to
+
+* translate a missed block (``miss``) or link a direct exit to its target (``chain``),
+* hand an instruction to the interpreter (``interp-one``: round-to-nearest-max-magnitude,
+  invalid rounding modes) or re-execute a store that hit translated code (``smc``, after
+  invalidating the code it wrote),
+* stop for the machine: a syscall, a fault, an illegal instruction, the budget.
+
+Every such exit is counted by reason in ``stats.exits``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+
+from dbtlab.ir.env import JITEnv
+from dbtlab.ir.jit import JITEngine
+from dbtlab.ir.llvm_emit import ModuleEmitter
+from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
+                             EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
+                             EXIT_MISS, EXIT_NAMES, EXIT_SMC)
+from dbtlab.runtime.accel.base import AccelStats, Accelerator, Exit
+from dbtlab.runtime.accel.interp import InterpAccel
+from dbtlab.runtime.memory import PAGE_SHIFT, GuestFault
+from dbtlab.translator.block import form_block
+from dbtlab.translator.decode import decode
+from dbtlab.translator.insn import Insn
+from dbtlab.translator.tcache import TB, SlotRec, TranslationCache
+
+log = logging.getLogger(__name__)
+
+_ENTER = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+#: the code cache is flushed (QEMU's tb_flush) past this many compiled guest instructions
+CODE_CACHE_INSNS = 2_000_000
+
+
+@dataclass
+class TranslationStats(AccelStats):
+    blocks: int = 0                 # blocks translated (cumulative, across flushes)
+    guest_insns: int = 0
+    modules: int = 0
+    emit_seconds: float = 0.0       # decode + semantics + IR text
+    compile_seconds: float = 0.0    # LLVM: parse, verify, codegen, link
+    per_module: list = field(default_factory=list)   # (blocks, insns, emit s, compile s)
+    truncated: int = 0              # budget-limited block variants
+    invalidated: int = 0
+    links: int = 0
+    flushes: int = 0
+
+    def us_per_block(self) -> list[float]:
+        """Translation time per block of each module (µs), for medians."""
+        return [1e6 * (e + c) / b for b, _, e, c in self.per_module if b]
+
+    def as_dict(self) -> dict:
+        d = super().as_dict()
+        d.update(blocks=self.blocks, guest_insns=self.guest_insns, modules=self.modules,
+                 emit_seconds=self.emit_seconds, compile_seconds=self.compile_seconds,
+                 truncated=self.truncated, invalidated=self.invalidated, links=self.links,
+                 flushes=self.flushes)
+        ub = sorted(self.us_per_block())
+        if ub:
+            d["median_us_per_block"] = ub[len(ub) // 2]
+        return d
+
+
+class LLVMAccel(Accelerator):
+    name = "llvm"
+
+    def __init__(self, machine) -> None:
+        super().__init__(machine)
+        self.stats = TranslationStats()
+        cfg = machine.config
+        self.cfg = cfg
+        self.mem = machine.mem
+        self.debug = cfg.debug
+        self.debug_out = open(cfg.debug_file, "a") if cfg.debug_file else sys.stderr
+        self.env = JITEnv()
+        self.jit = JITEngine(cfg.opt_level, cfg.codegen_opt, cfg.debug, self.debug_out)
+        self._enter = _ENTER(self.jit.enter_address)
+        self.cache = TranslationCache()
+        self._slot_ids = itertools.count(1)
+        self._mod_ids = itertools.count(1)
+        self._insns_since_flush = 0
+        self.interp = InterpAccel(machine, decode_cache=False)
+        self.mem.map_listeners.append(self._on_map)
+        self.mem.code_write_listeners.append(self._on_code_write)
+
+    # ---- memory events ---------------------------------------------------------------
+    def _on_map(self, event: str, addr: int, size: int, prot: int, host: int) -> None:
+        self.env.flush_tlb()
+        if event == "unmap" or event == "protect":
+            pages = range(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT)
+            if any(pn in self.cache.by_page for pn in pages):
+                self._invalidate(p for p in pages if p in self.cache.by_page)
+
+    def _on_code_write(self, pn: int) -> None:
+        self._invalidate([pn])
+
+    def _invalidate(self, pages) -> None:
+        pages = list(pages)
+        gone = self.cache.invalidate_pages(pages)
+        for tb in gone:
+            if tb.key[1] is None:
+                self.env.jc_drop(tb.pc)
+        for pn in pages:
+            if pn not in self.cache.by_page:
+                self.mem.unmark_code(pn)
+        self.stats.invalidated += len(gone)
+
+    def invalidate_all(self) -> None:
+        self._flush()
+
+    def _flush(self) -> None:
+        """Drop every translation and the code itself (QEMU's tb_flush)."""
+        for pn in list(self.cache.by_page):
+            self.mem.unmark_code(pn)
+        self.cache.clear()
+        self.env.flush_jump_cache()
+        self.env.flush_tlb()
+        self.jit.flush()
+        self._enter = _ENTER(self.jit.enter_address)
+        self._insns_since_flush = 0
+        self.stats.flushes += 1
+
+    # ---- translation -----------------------------------------------------------------
+    def _fetch(self, pc: int) -> Insn:
+        lo = int.from_bytes(self.mem.fetch(pc, 2), "little")
+        word = lo if lo & 3 != 3 else int.from_bytes(self.mem.fetch(pc, 4), "little")
+        return decode(word)
+
+    def translate(self, pc: int, limit: int | None = None) -> TB:
+        """Translate the block at pc — and, for a full block, its statically reachable
+        successors up to the batch size — into one module. Raises GuestFault if pc
+        cannot be fetched."""
+        if self._insns_since_flush > CODE_CACHE_INSNS:
+            self._flush()
+        t0 = time.perf_counter()
+        mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
+                            self._slot_ids)
+        batch = 1 if limit else max(1, self.cfg.batch_blocks)
+        max_len = limit or self.cfg.max_block_insns
+        queue = [pc]
+        seen = set()
+        while queue and len(mod.blocks) < batch:
+            p = queue.pop(0)
+            if p in seen or (p != pc and (p, None) in self.cache.blocks):
+                continue
+            seen.add(p)
+            try:
+                blk = form_block(self._fetch, p, max_len)
+            except GuestFault:
+                if p == pc:
+                    raise
+                continue
+            blk.limit = limit
+            code = mod.emit_block(blk)
+            queue.extend(code.successors)
+        text = mod.text()
+        t1 = time.perf_counter()
+        addrs = self.jit.compile(text, f"tbl_{mod.name}", len(mod.table))
+        t2 = time.perf_counter()
+        ninsns = 0
+        new_slots = []
+        for code in mod.blocks:
+            blk = code.block
+            tb = TB((blk.pc, limit), blk, addrs[code.table_index], mod.name,
+                    compile_seconds=(t2 - t0) / len(mod.blocks))
+            self.cache.insert(tb)
+            for pn in blk.pages:
+                self.mem.mark_code(pn)
+                self.env.flush_tlb_write_page(pn)
+            for s in code.slots:
+                rec = SlotRec(s.id, addrs[s.table_index], addrs[s.table_index + 1], tb.key,
+                              s.target)
+                self.cache.add_slot(rec)
+                new_slots.append(rec)
+            if limit is None:
+                self.env.jc_set(blk.pc, tb.fn)
+            ninsns += len(blk.insns)
+            if "in_asm" in self.debug:
+                self._dump_in_asm(tb)
+        if self.cfg.chain:      # link what can be linked now, saving an exit per edge
+            for rec in new_slots:
+                tgt = self.cache.blocks.get((rec.target_pc, None))
+                if tgt is not None:
+                    self.cache.link(rec.id, tgt)
+        st = self.stats
+        st.blocks += len(mod.blocks)
+        st.guest_insns += ninsns
+        st.modules += 1
+        st.emit_seconds += t1 - t0
+        st.compile_seconds += t2 - t1
+        st.per_module.append((len(mod.blocks), ninsns, t1 - t0, t2 - t1))
+        self._insns_since_flush += ninsns
+        if limit:
+            st.truncated += 1
+        return self.cache.blocks[(pc, limit)]
+
+    def _dump_in_asm(self, tb: TB) -> None:
+        try:
+            from dbtlab.translator.disasm import disasm
+        except ImportError:        # pragma: no cover - the disassembler is optional here
+            def disasm(insn, pc, symbols=None):
+                return insn.mnemonic
+        out = [f"IN: {self.machine.where_symbol(tb.pc)}"]
+        for pc, insn in tb.block.insns:
+            out.append(f"0x{pc:016x}:  {insn.hex():<8}  {disasm(insn, pc)}")
+        self.debug_out.write("\n".join(out) + "\n\n")
+
+    # ---- running ---------------------------------------------------------------------
+    def _load_env(self, budget: int, instret: int) -> None:
+        st = self.env.state
+        st.copy_from(self.machine.cpu)
+        st.page_table = self.mem.page_table_address
+        st.budget = budget
+        st.instret_anchor = instret + budget
+        st.exit_request = 0
+
+    def _store_env(self) -> None:
+        self.machine.cpu.copy_from(self.env.state)
+
+    def run(self, budget: int) -> Exit:
+        self.stats.runs += 1
+        st = self.env.state
+        base_instret = self.machine.instret
+        self._load_env(budget, base_instret)
+        exits = self.stats.exits
+        env_addr = self.env.address
+        first = None
+        while True:
+            r = self._enter(env_addr, first)
+            first = None
+            exits[EXIT_NAMES.get(r, str(r))] += 1
+            if "exits" in self.debug:
+                self.debug_out.write(f"EXIT {EXIT_NAMES.get(r, r)} pc={st.pc:#x}\n")
+            if r == EXIT_MISS:
+                try:
+                    self.translate(st.pc)
+                except GuestFault as f:
+                    return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), budget)
+            elif r == EXIT_CHAIN:
+                first = self._chain(st.exit_aux, st.pc)
+                if isinstance(first, Exit):
+                    return self._exit(first, budget)
+            elif r == EXIT_BUDGET:
+                left = st.budget
+                if left == 0 or st.exit_request:
+                    return self._exit(Exit(EXIT_BUDGET, 0), budget)
+                tb = self.cache.get(st.pc, left)
+                if tb is None:
+                    try:
+                        tb = self.translate(st.pc, left)
+                    except GuestFault as f:
+                        return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), budget)
+                first = tb.fn
+            elif r in (EXIT_INTERP_ONE, EXIT_SMC):
+                if r == EXIT_SMC:
+                    a, n = st.fault_addr, st.exit_aux
+                    self._invalidate({a >> PAGE_SHIFT, (a + n - 1) >> PAGE_SHIFT})
+                ex = self._interp_one(budget)
+                if ex is not None:
+                    return self._exit(ex, budget)
+            elif r in (EXIT_FENCE_I, EXIT_LOOKUP):
+                continue
+            elif r in (EXIT_ECALL, EXIT_EBREAK, EXIT_ILLEGAL, EXIT_FAULT):
+                return self._exit(Exit(r, 0, st.fault_kind, st.fault_addr, st.exit_aux), budget)
+            else:
+                raise RuntimeError(f"translated code returned unknown exit {r}")
+
+    def _exit(self, ex: Exit, budget: int) -> Exit:
+        ex.executed = budget - self.env.state.budget
+        if ex.reason != EXIT_ILLEGAL:
+            ex.word = 0
+        self._store_env()
+        return ex
+
+    def _chain(self, slot_id: int, target_pc: int):
+        """An unlinked direct exit was taken: translate the target if needed and link."""
+        tb = self.cache.get(target_pc)
+        if tb is None:
+            try:
+                tb = self.translate(target_pc)
+            except GuestFault as f:
+                return Exit(EXIT_FAULT, 0, f.kind, f.addr)
+        if slot_id in self.cache.slots:
+            self.cache.link(slot_id, tb)
+            self.stats.links += 1
+        return tb.fn
+
+    def _interp_one(self, budget: int) -> Exit | None:
+        """Run the instruction at state.pc in the interpreter."""
+        st = self.env.state
+        if st.budget == 0:
+            return None
+        self._store_env()
+        executed = budget - st.budget
+        ex = self.interp.run(1, instret=self.machine.instret + executed)
+        saved = st.budget
+        st.copy_from(self.machine.cpu)
+        st.page_table = self.mem.page_table_address
+        st.budget = saved - ex.executed
+        st.instret_anchor = self.machine.instret + budget
+        st.exit_request = 0
+        if ex.reason == EXIT_BUDGET:
+            return None
+        return ex
+
+    def close(self) -> None:
+        for lst, fn in ((self.mem.map_listeners, self._on_map),
+                        (self.mem.code_write_listeners, self._on_code_write)):
+            if fn in lst:
+                lst.remove(fn)
+        self.interp.close()
+        self.jit.close()
+        if self.debug_out is not sys.stderr:
+            self.debug_out.close()

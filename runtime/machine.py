@@ -1,0 +1,191 @@
+"""The machine: guest memory, the Linux process and one accelerator that executes.
+
+``Machine.run`` is the user-mode main loop: it lets the accelerator execute until something
+needs the machine (a syscall, a fault, an illegal instruction, the instruction budget),
+handles it, and goes on until the guest exits or dies. Everything here is shared by all
+accelerators; only ``accel.run`` differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal as _signal
+import time
+from dataclasses import dataclass, field
+
+from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL,
+                             FAULT_FETCH, FAULT_LOAD, FAULT_MISALIGNED, FAULT_NAMES,
+                             FAULT_STORE, CPUState)
+from dbtlab.runtime.config import RunConfig
+from dbtlab.runtime.errors import DbtError
+from dbtlab.runtime.loader import StartConfig, load_elf
+from dbtlab.runtime.memory import GuestFault, GuestMemory
+from dbtlab.runtime.process import Process
+from dbtlab.runtime.syscalls import handle_syscall
+
+log = logging.getLogger(__name__)
+
+#: instructions per accelerator run when no limit is set (bounds time between checks
+#: of Python-side conditions; translated code does not return to Python for it)
+RUN_CHUNK = 1 << 62
+
+
+@dataclass
+class RunResult:
+    """How the guest ended."""
+
+    status: int | None           # exit status, if it exited
+    signal: int | None           # terminating signal, if it was killed
+    instret: int                 # instructions retired
+    wall: float                  # seconds in run()
+    message: str = ""            # for a signal death: what happened, with pc and insn
+    stopped: bool = False        # stopped by max_insns before exiting
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's view: status, 128+signal, or 0 when stopped by max_insns."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.status if self.status is not None else 0
+
+
+def make_accel(name: str, machine: "Machine"):
+    """The accelerator registry (imports lazily: unicorn and llvmlite load only if used)."""
+    if name == "interp":
+        from dbtlab.runtime.accel.interp import InterpAccel
+        return InterpAccel(machine)
+    if name == "llvm":
+        from dbtlab.runtime.accel.llvm import LLVMAccel
+        return LLVMAccel(machine)
+    if name == "unicorn":
+        from dbtlab.runtime.accel.unicorn import UnicornAccel
+        return UnicornAccel(machine)
+    raise DbtError(f"unknown accelerator {name!r} (choose from llvm, interp, unicorn)")
+
+
+class Machine:
+    """A loaded guest program, ready to run under one accelerator."""
+
+    def __init__(self, program: str, argv: list[str] | None = None, *,
+                 env: list[str] | None = None, config: RunConfig | None = None,
+                 start: StartConfig | None = None, stdin: int = 0, stdout: int = 1,
+                 stderr: int = 2) -> None:
+        self.config = config or RunConfig()
+        self.mem = GuestMemory()
+        if start is None:
+            start = StartConfig(argv=list(argv) if argv else [program],
+                                env=list(env) if env is not None else [], exec_path=program)
+        self.start = start
+        self.program = load_elf(self.mem, program, start)
+        self.proc = Process(self.mem, self.program, start, stdin=stdin, stdout=stdout,
+                            stderr=stderr, strace=self.config.strace,
+                            time_mode=self.config.time_mode)
+        self.proc.instret_source = lambda: self.instret
+        self.cpu = CPUState()
+        self.cpu.pc = self.program.entry
+        self.cpu.x[2] = self.program.sp
+        self.instret = 0
+        self.accel = make_accel(self.config.accel, self)
+
+    # ---- running ---------------------------------------------------------------------
+    def run(self) -> RunResult:
+        t0 = time.perf_counter()
+        res = self._loop()
+        res.wall = time.perf_counter() - t0
+        res.stats = self.stats()
+        return res
+
+    def _loop(self) -> RunResult:
+        limit = self.config.max_insns
+        proc = self.proc
+        while True:
+            budget = RUN_CHUNK if limit is None else limit - self.instret
+            if budget <= 0:
+                return RunResult(None, None, self.instret, 0.0, stopped=True,
+                                 message=f"stopped after {self.instret} instructions "
+                                         f"at pc {self.cpu.pc:#x}")
+            ex = self.accel.run(budget)
+            self.instret += ex.executed
+            if ex.reason == EXIT_ECALL:
+                handle_syscall(proc, self.cpu)
+                self.instret += 1          # the ecall itself retires
+                if proc.exit_status is not None:
+                    return RunResult(proc.exit_status, None, self.instret, 0.0)
+                if proc.killed_by is not None:
+                    return RunResult(None, proc.killed_by, self.instret, 0.0,
+                                     message=f"killed by {_signame(proc.killed_by)}")
+                self.cpu.pc = (self.cpu.pc + 4) & 0xFFFFFFFFFFFFFFFF
+            elif ex.reason == EXIT_BUDGET:
+                continue
+            elif ex.reason == EXIT_FAULT:
+                sig = _signal.SIGBUS if ex.fault_kind == FAULT_MISALIGNED else _signal.SIGSEGV
+                what = FAULT_NAMES.get(ex.fault_kind, "access")
+                adj = {FAULT_LOAD: "load from", FAULT_STORE: "store to",
+                       FAULT_FETCH: "instruction fetch from",
+                       FAULT_MISALIGNED: "misaligned atomic access to"}.get(ex.fault_kind, what)
+                return self._die(int(sig), f"{adj} address {ex.fault_addr:#x}")
+            elif ex.reason == EXIT_ILLEGAL:
+                return self._die(int(_signal.SIGILL), "illegal instruction")
+            elif ex.reason == EXIT_EBREAK:
+                return self._die(int(_signal.SIGTRAP), "breakpoint (ebreak)")
+            else:
+                raise RuntimeError(f"accelerator {self.accel.name} returned {ex.name}")
+
+    def _die(self, sig: int, what: str) -> RunResult:
+        pc = self.cpu.pc
+        return RunResult(None, sig, self.instret, 0.0,
+                         message=f"guest killed by {_signame(sig)}: {what} at pc {pc:#x}"
+                                 f"{self.where(pc)}")
+
+    def where_symbol(self, pc: int) -> str:
+        """'0x... <sym+off>' for traces."""
+        sym = self.program.symbol_at(pc)
+        if not sym:
+            return f"{pc:#x}"
+        name, off = sym
+        return f"{pc:#x} <{name}+{off:#x}>" if off else f"{pc:#x} <{name}>"
+
+    def where(self, pc: int) -> str:
+        """' <sym+off>: <insn>' for messages, as far as it can be known."""
+        out = ""
+        sym = self.program.symbol_at(pc)
+        if sym:
+            name, off = sym
+            out += f" <{name}+{off:#x}>" if off else f" <{name}>"
+        try:
+            lo = int.from_bytes(self.mem.peek(pc, 2), "little")
+            word = lo if lo & 3 != 3 else int.from_bytes(self.mem.peek(pc, 4), "little")
+        except GuestFault:
+            return out
+        from dbtlab.translator.decode import decode
+        insn = decode(word)
+        try:
+            from dbtlab.translator.disasm import disasm
+            text = disasm(insn, pc).replace("\t", " ")
+        except ImportError:
+            text = insn.mnemonic
+        return out + f": {insn.hex()} {text}"
+
+    def stats(self) -> dict:
+        d = {"accel": self.accel.name, "instret": self.instret}
+        d.update(self.accel.stats.as_dict())
+        return d
+
+    def close(self) -> None:
+        self.accel.close()
+        self.proc.close()
+        self.mem.close()
+
+    def __enter__(self) -> "Machine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _signame(sig: int) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"

@@ -1,0 +1,131 @@
+"""The translation cache and chaining (QEMU's contract).
+
+* Blocks are keyed by (guest pc, instruction limit): everything the translator specialises
+  on (see ``translator/block.py``).
+* Each block's direct exits are *slots*: native function pointers, initially aimed at a stub
+  that returns to the dispatcher, patched to the target block once it exists. Every patched
+  slot is recorded on its target (a back-link), so invalidating a block can unchain every
+  link into it before anything can run into stale code.
+* Blocks are indexed by the guest pages they cover: a store to a page, or its unmapping,
+  invalidates exactly the blocks there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+
+from dbtlab.translator.block import GuestBlock
+
+
+@dataclass
+class SlotRec:
+    id: int
+    addr: int            # host address of the slot (a function pointer)
+    stub: int            # host address of its stub (the unchained value)
+    source: tuple        # key of the block owning the slot
+    target_pc: int
+    linked: tuple | None = None   # key of the block the slot points at
+
+
+@dataclass
+class TB:
+    """A translated block."""
+
+    key: tuple                     # (pc, limit)
+    block: GuestBlock
+    fn: int                        # host address of the block function
+    module: str
+    slots: list[int] = field(default_factory=list)       # outgoing slot ids
+    incoming: set[int] = field(default_factory=set)      # slot ids chained to us
+    compile_seconds: float = 0.0   # its share of the module's compile time
+    valid: bool = True
+
+    @property
+    def pc(self) -> int:
+        return self.key[0]
+
+
+class TranslationCache:
+    def __init__(self) -> None:
+        self.blocks: dict[tuple, TB] = {}
+        self.by_page: dict[int, set[tuple]] = {}
+        self.slots: dict[int, SlotRec] = {}
+        self.links = 0          # chain links made (cumulative)
+        self.unlinks = 0
+        self.invalidated = 0
+
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def get(self, pc: int, limit: int | None = None) -> TB | None:
+        return self.blocks.get((pc, limit))
+
+    def insert(self, tb: TB) -> None:
+        self.blocks[tb.key] = tb
+        for pn in tb.block.pages:
+            self.by_page.setdefault(pn, set()).add(tb.key)
+
+    def add_slot(self, rec: SlotRec) -> None:
+        self.slots[rec.id] = rec
+        self.blocks[rec.source].slots.append(rec.id)
+
+    # ---- chaining --------------------------------------------------------------------
+    @staticmethod
+    def _poke(addr: int, value: int) -> None:
+        ctypes.c_uint64.from_address(addr).value = value
+
+    def link(self, slot_id: int, target: TB) -> None:
+        """Point a slot at a block (a direct, native transition from now on)."""
+        rec = self.slots[slot_id]
+        if rec.linked == target.key:
+            return
+        if rec.linked is not None:
+            self.unlink(slot_id)
+        self._poke(rec.addr, target.fn)
+        rec.linked = target.key
+        target.incoming.add(slot_id)
+        self.links += 1
+
+    def unlink(self, slot_id: int) -> None:
+        rec = self.slots[slot_id]
+        if rec.linked is None:
+            return
+        self._poke(rec.addr, rec.stub)
+        tgt = self.blocks.get(rec.linked)
+        if tgt is not None:
+            tgt.incoming.discard(slot_id)
+        rec.linked = None
+        self.unlinks += 1
+
+    # ---- invalidation ----------------------------------------------------------------
+    def invalidate_pages(self, pages) -> list[TB]:
+        """Remove every block touching the pages; unchain all links into and out of them."""
+        gone: list[TB] = []
+        for pn in pages:
+            for key in self.by_page.pop(pn, ()):
+                tb = self.blocks.pop(key, None)
+                if tb is None:
+                    continue
+                gone.append(tb)
+        for tb in gone:
+            tb.valid = False
+            for sid in list(tb.incoming):
+                self.unlink(sid)
+            for sid in tb.slots:
+                self.unlink(sid)
+                del self.slots[sid]
+            for pn in tb.block.pages:
+                keys = self.by_page.get(pn)
+                if keys is not None:
+                    keys.discard(tb.key)
+                    if not keys:
+                        del self.by_page[pn]
+        self.invalidated += len(gone)
+        return gone
+
+    def clear(self) -> None:
+        """Forget everything (the JIT engine is being flushed: no unlinking needed)."""
+        self.blocks.clear()
+        self.by_page.clear()
+        self.slots.clear()
