@@ -96,7 +96,7 @@ class JITEngine:
     def _optimise(self, mod, level: int) -> None:
         if level <= 0:
             return
-        pto = llvm.create_pipeline_tuning_options(speed_level=min(level, 3), size_level=0)
+        pto = llvm.create_pipeline_tuning_options(speed_level=min(level, 3))
         pb = llvm.create_pass_builder(self.tm, pto)
         mpm = pb.getModulePassManager()     # a fresh pass manager per module (FACTS.md)
         mpm.run(mod, pb)

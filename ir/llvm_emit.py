@@ -756,7 +756,9 @@ class LLVMBuilder(Builder):
             saved = self._rounding(rm)
             r = self._constrained("fptrunc", f"{_SFX[dst]}.{_SFX[src]}", _FTY[dst], [v], True)
             self._end_rounding(saved)
-        else:
+        else:   # exact, but a dynamic rm must still be valid (as in Spike and QEMU)
+            if rm == RM_DYN:
+                self._check_frm()
             r = self._constrained("fpext", f"{_SFX[dst]}.{_SFX[src]}", _FTY[dst], [v], False)
         return self._from_fp(r, dst)
 

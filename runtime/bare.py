@@ -32,7 +32,7 @@ class BareMachine:
                  config: RunConfig | None = None, data: bytes = b"",
                  data_base: int = DATA_BASE, data_size: int = DATA_SIZE,
                  code_prot: int = PROT_READ | PROT_EXEC) -> None:
-        from dbtlab.runtime.machine import make_accel
+        from dbtlab.runtime.accel import make_accel
         if isinstance(code, list):
             code = b"".join(w.to_bytes(2 if w & 3 != 3 else 4, "little") for w in code)
         self.code = code

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL,
                              FAULT_FETCH, FAULT_LOAD, FAULT_MISALIGNED, FAULT_NAMES,
                              FAULT_STORE, CPUState)
+from dbtlab.runtime.accel import make_accel
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
 from dbtlab.runtime.loader import StartConfig, load_elf
@@ -48,20 +49,6 @@ class RunResult:
         if self.signal is not None:
             return 128 + self.signal
         return self.status if self.status is not None else 0
-
-
-def make_accel(name: str, machine: "Machine"):
-    """The accelerator registry (imports lazily: unicorn and llvmlite load only if used)."""
-    if name == "interp":
-        from dbtlab.runtime.accel.interp import InterpAccel
-        return InterpAccel(machine)
-    if name == "llvm":
-        from dbtlab.runtime.accel.llvm import LLVMAccel
-        return LLVMAccel(machine)
-    if name == "unicorn":
-        from dbtlab.runtime.accel.unicorn import UnicornAccel
-        return UnicornAccel(machine)
-    raise DbtError(f"unknown accelerator {name!r} (choose from llvm, interp, unicorn)")
 
 
 class Machine:
