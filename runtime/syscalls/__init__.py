@@ -52,6 +52,9 @@ def handle_syscall(proc: Process, cpu: CPUState) -> None:
     else:
         args = [convert(k, raw[i]) for i, k in enumerate(sc.args)]
 
+    if sc is None:
+        proc.warn_once(("nosys", nr), "unsupported syscall %d (%s): returning -ENOSYS",
+                       nr, name)
     stream = None
     was_killed = proc.killed_by is not None
     if proc.strace:
@@ -63,8 +66,6 @@ def handle_syscall(proc: Process, cpu: CPUState) -> None:
     finished = False
     try:
         if sc is None:
-            proc.warn_once(("nosys", nr), "unsupported syscall %d (%s): returning -ENOSYS",
-                           nr, name)
             ret = -errno.ENOSYS
         else:
             try:

@@ -135,11 +135,20 @@ def proc_self_path(proc: Process, path: str) -> str | None:
     return None
 
 
+def host_proc_path(proc: Process, path: str) -> str:
+    """/proc/<guest pid>[/...] names the host's /proc/self[/...] (the guest's pid is not
+    the host's): so path walks like realpath("/proc/self/exe") work component by component."""
+    base = f"/proc/{proc.pid}"
+    if path == base or path.startswith(base + "/"):
+        return "/proc/self/." + path[len(base):]
+    return path
+
+
 def resolve(proc: Process, dirfd: int, path: str) -> tuple[str, int | None]:
     """Host (path, dir_fd) for a guest (dirfd, path): absolute paths as they are, relative
     ones against the guest's cwd (AT_FDCWD) or the host descriptor behind dirfd."""
     if path.startswith("/"):
-        return path, None
+        return host_proc_path(proc, path), None
     if dirfd == AT_FDCWD:
         return os.path.join(proc.cwd, path), None
     d = proc.get_fd(dirfd)

@@ -508,6 +508,10 @@ def sys_readlinkat(proc: Process, dirfd: int, pathname: int, buf: int, bufsiz: i
     path = read_path(proc, pathname)
     if proc_self_path(proc, path) == "exe":
         target = proc.exe_path
+    elif path.rstrip("/") == "/proc/self":
+        target = str(proc.pid)                     # the guest's pid, not the host's
+    elif path.rstrip("/") == "/proc/thread-self":
+        target = f"{proc.pid}/task/{proc.tid}"
     else:
         hpath, dir_fd = resolve(proc, dirfd, path)
         target = os.readlink(hpath, dir_fd=dir_fd)
