@@ -35,11 +35,11 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, TextIO
 
 from dbtlab.runtime.loader import LoadedProgram, StartConfig
-from dbtlab.runtime.memory import ADDR_LIMIT, PAGE_SIZE, GuestMemory, page_align_up
+from dbtlab.runtime.memory import ADDR_LIMIT, GuestMemory, page_align_up
 
 log = logging.getLogger(__name__)
 

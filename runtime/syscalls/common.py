@@ -79,7 +79,7 @@ _CONVERT: dict[str, Callable[[int], int]] = {
     "uint": _u32, "oflags": _u32, "mode": _u32, "prot": _u32, "mapflags": _u32,
     "ioctl": _u32, "futexop": _s32, "fcntl": _s32, "hex32": _u32, "rflags": _u32,
     "long": _s64, "off": _s64,
-    "ulong": _u64, "size": _u64, "ptr": _u64, "str": _u64, "hex": _u64, "optr": _u64,
+    "ulong": _u64, "size": _u64, "ptr": _u64, "addr": _u64, "timespec": _u64, "str": _u64, "hex": _u64, "optr": _u64,
 }
 
 

@@ -38,7 +38,7 @@ MAP_TYPE_NAMES = {MAP_SHARED: "MAP_SHARED", MAP_PRIVATE: "MAP_PRIVATE",
 
 
 # ---- brk -----------------------------------------------------------------------------------
-@syscall(214, "brk", ("ptr",), ret="ptr")
+@syscall(214, "brk", ("addr",), ret="ptr")
 def sys_brk(proc: Process, addr: int) -> int:
     """Linux semantics: returns the (new or unchanged) break, never an error."""
     cur = proc.brk
@@ -61,7 +61,7 @@ def _prot_ok(prot: int) -> int:
     return prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
 
 
-@syscall(222, "mmap", ("ptr", "size", "prot", "mapflags", "fd", "off"), ret="ptr")
+@syscall(222, "mmap", ("addr", "size", "prot", "mapflags", "fd", "off"), ret="ptr")
 def sys_mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: int,
              offset: int) -> int:
     if length == 0 or offset & (PAGE_SIZE - 1) or offset < 0:
@@ -107,7 +107,7 @@ def sys_mmap(proc: Process, addr: int, length: int, prot: int, flags: int, fd: i
     return start
 
 
-@syscall(215, "munmap", ("ptr", "size"))
+@syscall(215, "munmap", ("addr", "size"))
 def sys_munmap(proc: Process, addr: int, length: int) -> int:
     if addr & (PAGE_SIZE - 1) or length == 0:
         raise SyscallError(E.EINVAL)
@@ -118,7 +118,7 @@ def sys_munmap(proc: Process, addr: int, length: int) -> int:
     return 0
 
 
-@syscall(226, "mprotect", ("ptr", "size", "prot"))
+@syscall(226, "mprotect", ("addr", "size", "prot"))
 def sys_mprotect(proc: Process, addr: int, length: int, prot: int) -> int:
     if addr & (PAGE_SIZE - 1):
         raise SyscallError(E.EINVAL)
@@ -170,7 +170,7 @@ def _move(proc: Process, old: int, old_size: int, new: int, new_size: int,
             mem.protect(old + off, ln, prot)
 
 
-@syscall(216, "mremap", ("ptr", "size", "size", "hex", "ptr"), ret="ptr")
+@syscall(216, "mremap", ("addr", "size", "size", "hex", "addr"), ret="ptr")
 def sys_mremap(proc: Process, old: int, old_size: int, new_size: int, flags: int,
                new_addr: int) -> int:
     if old & (PAGE_SIZE - 1) or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
@@ -217,7 +217,7 @@ def sys_mremap(proc: Process, old: int, old_size: int, new_size: int, flags: int
 MADV_DONTNEED, MADV_FREE, MADV_REMOVE = 4, 8, 9
 
 
-@syscall(233, "madvise", ("ptr", "size", "int"))
+@syscall(233, "madvise", ("addr", "size", "int"))
 def sys_madvise(proc: Process, addr: int, length: int, advice: int) -> int:
     if addr & (PAGE_SIZE - 1) or length >> 63:
         raise SyscallError(E.EINVAL)

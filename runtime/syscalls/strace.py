@@ -14,6 +14,7 @@ does for syscalls it has no format for)."""
 from __future__ import annotations
 
 import os
+import struct
 
 from dbtlab.runtime.process import Process, signal_name
 from dbtlab.runtime.syscalls.common import AT_FDCWD, Syscall
@@ -76,6 +77,16 @@ def _mapflags(v: int) -> str:
 def format_arg(proc: Process, kind: str, v: int) -> str:
     if kind in ("ptr", "optr"):
         return "NULL" if v == 0 else f"{v:#x}"
+    if kind == "addr":                                   # mapping addresses, as qemu
+        return "NULL" if v == 0 else f"{v:#018x}"
+    if kind == "timespec":
+        if v == 0:
+            return "NULL"
+        try:
+            sec, nsec = struct.unpack("<qq", proc.mem.read(v, 16))
+        except Exception:
+            return f"{v:#x}"
+        return f"{{tv_sec = {sec},tv_nsec = {nsec}}}"
     if kind == "str":
         if v == 0:
             return "NULL"

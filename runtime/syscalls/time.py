@@ -52,13 +52,13 @@ def sys_gettimeofday(proc: Process, tv: int, tz: int) -> int:
     return 0
 
 
-@syscall(101, "nanosleep", ("ptr", "ptr"))
+@syscall(101, "nanosleep", ("timespec", "ptr"))
 def sys_nanosleep(proc: Process, req: int, rem: int) -> int:
     proc.sleep_ns(timespec_ns(proc, req))
     return 0
 
 
-@syscall(115, "clock_nanosleep", ("clock", "int", "ptr", "ptr"))
+@syscall(115, "clock_nanosleep", ("clock", "int", "timespec", "ptr"))
 def sys_clock_nanosleep(proc: Process, clock: int, flags: int, req: int, rem: int) -> int:
     if clock in (2, 3):
         raise SyscallError(E.EINVAL if clock == 3 else E.ENOTSUP)

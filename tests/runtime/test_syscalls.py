@@ -779,3 +779,23 @@ def test_machine_runs_fixture_end_to_end():
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_strace_mapping_addresses_and_timespecs():
+    out = io.StringIO()
+    g = Guest(strace=True, strace_stream=out, time_mode="virtual")
+    try:
+        a = g.call("mmap", 0, 4096, 3, 0x22, -1, 0)
+        g.call("mprotect", a, 4096, 0)
+        g.call("munmap", a, 4096)
+        g.call("nanosleep", g.alloc(struct.pack("<qq", 0, 1000000)), 0)
+        g.call("brk", g.prog.brk_start + 0x100)
+    finally:
+        g.close()
+    assert out.getvalue().splitlines() == [
+        f"1000 mmap(NULL,4096,PROT_READ|PROT_WRITE,MAP_PRIVATE|MAP_ANONYMOUS,-1,0) = {a:#018x}",
+        f"1000 mprotect({a:#018x},4096,PROT_NONE) = 0",
+        f"1000 munmap({a:#018x},4096) = 0",
+        "1000 nanosleep({tv_sec = 0,tv_nsec = 1000000},NULL) = 0",
+        f"1000 brk({g.prog.brk_start + 0x100:#018x}) = {g.prog.brk_start + 0x100:#018x}",
+    ]
