@@ -19,10 +19,11 @@ each instruction, ``_ALIASES`` the ordered alias rules objdump's opcode table ap
 (some of them are surprising: objdump 2.40 prints ``addi`` as ``add`` and ``csrrsi`` as
 ``csrrs``, because alias entries precede the real ones in its table).
 
-Not modelled (no guest toolchain produces them in static binaries' code): dynamic and PLT
-symbol names (``elf_listing`` reads ``.symtab`` only), data regions marked by ``$d`` mapping
-symbols or ``STT_OBJECT`` symbols inside a code section (objdump prints those as data), and
-ISA changes through ``$xrv...`` mapping symbols.
+Data inside code (``.2byte`` in inline assembly) is marked by ``$d`` mapping symbols, and
+printed as objdump prints it (``.short 0x0000``). Not modelled (no guest toolchain produces
+them in static binaries): dynamic and PLT symbol names (``elf_listing`` reads ``.symtab``
+only), ``STT_OBJECT`` symbols inside a code section (objdump dumps their bytes raw), and ISA
+changes through ``$xrv...`` mapping symbols.
 """
 
 from __future__ import annotations
@@ -727,6 +728,11 @@ class _Lister:
         if skip == len(end) and base != 0:
             skip = 0
         self.skip = (skip - 1) & -4 if skip else 0
+        # mapping symbols of this section in objdump's order: "$d" starts data, "$x..." code
+        self.maps: list[tuple[int, bool]] = [
+            (m.addr, m.name == "$d") for m in (table.syms if table is not None else ())
+            if m.section == section and _is_mapping_symbol(m.name)]
+        self.map_addrs = [a for a, _ in self.maps]
 
     def addr(self, a: int) -> str:
         s = f"{a & MASK64:016x}"[self.skip:]
@@ -744,10 +750,33 @@ class _Lister:
             out.append("  " * bpc + " ")
         return "".join(out)
 
+    def data_length(self, pc: int) -> int | None:
+        """riscv-dis.c: None in code, else the size of the data item at ``pc`` (up to 4
+        bytes, cut at the next mapping symbol or the end of the section, 3 becomes 2)."""
+        k = bisect.bisect_right(self.map_addrs, pc)
+        if k == 0 or not self.maps[k - 1][1]:
+            return None
+        end = self.map_addrs[k] if k < len(self.maps) else self.base + len(self.code)
+        n = min(4, end - pc)
+        return 2 if n == 3 else n
+
+    def data_lines(self, off: int, n: int) -> list[str]:
+        """A data item inside a code section, as objdump prints it."""
+        pc, data = self.base + off, self.code[off:off + n]
+        value = int.from_bytes(data, "little")
+        text = {1: f".byte\t0x{value:02x}", 2: f".short\t0x{value:04x}",
+                4: f".word\t0x{value:08x}"}[n]
+        return [f"{self.addr(pc)}:\t{self.raw_bytes(data, n, n, 6 if n == 1 else 8)}\t{text}"]
+
     def insn_lines(self, off: int, stop: int) -> list[str]:
         """One instruction at offset ``off`` (objdump's disassemble_bytes body)."""
         code, pc = self.code, self.base + off
-        n = insn_length(int.from_bytes(code[off:off + 2], "little"))
+        n = self.data_length(pc) if self.maps else None
+        if n is not None and off + n <= stop:
+            self.advance = n
+            return self.data_lines(off, n)
+        if n is None:
+            n = insn_length(int.from_bytes(code[off:off + 2], "little"))
         if off + n > stop:
             self.advance = _EIO
             # objdump's memory-error message ends with an extra newline

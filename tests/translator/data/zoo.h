@@ -53,5 +53,8 @@ static void __attribute__((noinline, used)) zoo(void)
         "c.addi16sp sp, -64\n c.addi4spn a0, sp, 16\n c.lwsp a0, 4(sp)\n c.swsp a1, 8(sp)\n"
         "c.fldsp fa0, 16(sp)\n c.fsdsp fa1, 24(sp)\n c.srai a0, 3\n c.andi a1, -3\n"
         "c.subw a0, a1\n c.addw a2, a3\n c.ebreak\n c.jalr a5\n"
+        /* data inside code ($d mapping symbols): objdump prints .byte/.short/.word */
+        ".byte 0x11\n .2byte 0x2233\n .4byte 0x44556677\n .byte 1, 2, 3\n .2byte 0\n"
+        ".balign 2\n"
         ::: "memory");
 }
