@@ -382,3 +382,17 @@ def test_error_segment_outside_address_space(tmp_path):
                                             entry=0x3FFF800000))
     assert err(p) == (f"{p}: segment 0 at 0x3fff800000-0x3fff800100 overlaps the stack "
                       "(0x3fff7ff000-0x3ffffff000)")
+
+
+@pytest.mark.parametrize("path", [STATIC, PIE, GNU])
+def test_symbols_agree_with_pyelftools(path, mem):
+    from elftools.elf.elffile import ELFFile
+    prog = load_elf(mem, path, cfg())
+    ref: dict[int, set[str]] = {}
+    with open(path, "rb") as f:
+        for s in ELFFile(f).get_section_by_name(".symtab").iter_symbols():
+            if s["st_info"]["type"] in ("STT_FUNC", "STT_OBJECT") and s["st_value"] \
+                    and s["st_shndx"] != "SHN_UNDEF":
+                ref.setdefault(s["st_value"] + prog.load_bias, set()).add(s.name)
+    assert ref and set(prog.symbols) == set(ref)
+    assert all(prog.symbols[a] in names for a, names in ref.items())
