@@ -1,39 +1,42 @@
-"""The native environment translated code runs against: the CPU state followed by the
-software TLBs and the jump cache, all reached from one pointer (``%st``) at fixed offsets
-so translated code contains no process addresses.
-
-Layout (bytes):
+"""The native environment translated code runs against, reached from one pointer (``%st``)
+at fixed offsets, so translated code contains no process addresses:
 
 ====================  ============================================================
 0 .. STATE_SIZE       ``CPUState`` (ir/state.py)
-TLB_R_OFF             read TLB: TLB_ENTRIES x {tag, addend}
-TLB_W_OFF             write TLB: TLB_ENTRIES x {tag, addend}
+JMPBUF_OFF            the dispatcher's sigjmp_buf (host faults jump back to it)
+HELPERS_OFF           function pointers: one exit stub per EXIT_* code, FP helpers
 JC_OFF                jump cache: JC_ENTRIES x {guest pc, host function}
+SLOTS_OFF             chain slots: MAX_SLOTS function pointers (direct exits)
 ====================  ============================================================
 
-A TLB entry maps guest page ``tag`` to host memory at ``guest address + addend``. The tag
-compare includes the access's low alignment bits, so misaligned accesses (and any address
-never mapped) take the slow path. Pages holding translated code never get a write entry:
-stores to them go through the slow path, which reports self-modifying code.
+A direct exit of a block tail-calls through its slot; a slot that is not linked points at
+the EXIT_CHAIN stub. Slot numbers are reused after invalidation.
 """
 
 from __future__ import annotations
 
 import ctypes
 
-from dbtlab.ir.state import NUM_SLOTS, CPUState
+from dbtlab.ir.state import NUM_EXITS, NUM_SLOTS, CPUState
 
 STATE_SIZE = 8 * NUM_SLOTS
-TLB_BITS = 10
-TLB_ENTRIES = 1 << TLB_BITS
-TLB_R_OFF = (STATE_SIZE + 63) & ~63
-TLB_W_OFF = TLB_R_OFF + 16 * TLB_ENTRIES
+JMPBUF_OFF = (STATE_SIZE + 63) & ~63
+JMPBUF_SIZE = 256                  # glibc x86-64 sigjmp_buf is 200 bytes
+HELPERS_OFF = JMPBUF_OFF + JMPBUF_SIZE
+# helper slots after the per-exit stubs
+H_GET_FFLAGS = NUM_EXITS
+H_SET_FFLAGS = NUM_EXITS + 1
+H_SET_FRM = NUM_EXITS + 2
+H_RM_PUSH = NUM_EXITS + 3
+H_RM_POP = NUM_EXITS + 4
+NUM_HELPERS = NUM_EXITS + 8
 JC_BITS = 12
 JC_ENTRIES = 1 << JC_BITS
-JC_OFF = TLB_W_OFF + 16 * TLB_ENTRIES
-ENV_SIZE = JC_OFF + 16 * JC_ENTRIES
+JC_OFF = HELPERS_OFF + 8 * NUM_HELPERS
+MAX_SLOTS = 1 << 17
+SLOTS_OFF = JC_OFF + 16 * JC_ENTRIES
+ENV_SIZE = SLOTS_OFF + 8 * MAX_SLOTS
 
-TLB_INVALID = (1 << 64) - 1      # never equal to a masked address
 JC_EMPTY = 1                     # odd: never a guest pc
 
 
@@ -46,20 +49,13 @@ class JITEnv:
         self.address = (base + 63) & ~63
         self.state = CPUState.from_address(self.address)
         self._words = (ctypes.c_uint64 * (ENV_SIZE // 8)).from_address(self.address)
-        self.flush_tlb()
         self.flush_jump_cache()
 
-    # ---- TLB -------------------------------------------------------------------------
-    def flush_tlb(self) -> None:
-        w = self._words
-        for base in (TLB_R_OFF // 8, TLB_W_OFF // 8):
-            ctypes.memset(ctypes.addressof(w) + base * 8, 0xFF, 16 * TLB_ENTRIES)
+    def set_helper(self, index: int, fn: int) -> None:
+        self._words[HELPERS_OFF // 8 + index] = fn
 
-    def flush_tlb_write_page(self, pn: int) -> None:
-        """Drop the write entry of one page (it now holds translated code)."""
-        i = TLB_W_OFF // 8 + 2 * (pn & (TLB_ENTRIES - 1))
-        if self._words[i] == (pn << 12):
-            self._words[i] = TLB_INVALID
+    def helper(self, index: int) -> int:
+        return self._words[HELPERS_OFF // 8 + index]
 
     # ---- jump cache ------------------------------------------------------------------
     @staticmethod
@@ -67,8 +63,8 @@ class JITEnv:
         return (pc >> 1) & (JC_ENTRIES - 1)
 
     def flush_jump_cache(self) -> None:
-        w = self._words
         base = JC_OFF // 8
+        w = self._words
         for i in range(JC_ENTRIES):
             w[base + 2 * i] = JC_EMPTY
             w[base + 2 * i + 1] = 0
@@ -86,3 +82,10 @@ class JITEnv:
     def jc_get(self, pc: int) -> int:
         i = JC_OFF // 8 + 2 * self.jc_index(pc)
         return self._words[i + 1] if self._words[i] == pc else 0
+
+    # ---- chain slots -----------------------------------------------------------------
+    def slot_address(self, sid: int) -> int:
+        return self.address + SLOTS_OFF + 8 * sid
+
+    def set_slot(self, sid: int, fn: int) -> None:
+        self._words[SLOTS_OFF // 8 + sid] = fn

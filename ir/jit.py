@@ -23,6 +23,8 @@ from typing import TextIO
 
 import llvmlite.binding as llvm
 
+from dbtlab.ir.env import H_GET_FFLAGS, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS, H_SET_FRM
+from dbtlab.ir.state import NUM_EXITS
 from dbtlab.ir.support_ir import support_ir
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,11 @@ def init_llvm() -> None:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         _initialised = True
+
+
+def _libc_symbol(name: str) -> int:
+    import ctypes
+    return ctypes.cast(getattr(ctypes.CDLL(None), name), ctypes.c_void_p).value
 
 
 def host_cpu() -> tuple[str, str]:
@@ -70,6 +77,9 @@ class JITEngine:
         self.debug_out = debug_out or sys.stderr
         cpu, features = host_cpu()
         target = llvm.Target.from_default_triple()
+        # The small code model lets the fast instruction selector handle calls; block
+        # code references no globals (everything is reached from %st), so nothing needs
+        # to be within 2 GiB of anything else.
         self.tm = target.create_target_machine(cpu=cpu, features=features, opt=codegen_opt,
                                                reloc="default", codemodel="jitdefault")
         self.triple = llvm.get_process_triple()
@@ -78,6 +88,7 @@ class JITEngine:
         self._new_engine()
 
     def _new_engine(self) -> None:
+        llvm.add_symbol("__sigsetjmp", _libc_symbol("__sigsetjmp"))
         support = llvm.parse_assembly(support_ir())
         support.triple = self.triple
         support.verify()
@@ -85,6 +96,13 @@ class JITEngine:
         self.ee = llvm.create_mcjit_compiler(support, self.tm)
         self.ee.finalize_object()
         self.enter_address = self.ee.get_function_address("dbt_enter")
+        #: environment helper index -> address (exit stubs, FP helpers)
+        self.helpers = {n: self.ee.get_function_address(f"dbt_exit_{n}")
+                        for n in range(NUM_EXITS)}
+        for idx, name in ((H_GET_FFLAGS, "dbt_get_fflags"), (H_SET_FFLAGS, "dbt_set_fflags"),
+                          (H_SET_FRM, "dbt_set_frm"), (H_RM_PUSH, "dbt_rm_push"),
+                          (H_RM_POP, "dbt_rm_pop")):
+            self.helpers[idx] = self.ee.get_function_address(name)
         self.generation += 1
 
     def flush(self) -> None:

@@ -7,14 +7,21 @@ What the emitter does itself, so that no optimisation pass is needed for decent 
 * each guest register is loaded from the state once per block and kept as an SSA value;
   the registers an instruction writes are stored when the instruction completes, so the
   state in memory is always exactly the state before the current instruction and every
-  exit — fault, syscall, interpreter fallback — is precise without extra work;
+  exit — syscall, interpreter fallback, host fault — is precise without extra work;
 * constants are folded and trivial identities removed as the semantics are emitted;
-* memory accesses get an inline TLB fast path; the slow path calls the support module.
+* guest memory is reached at ``guest_base + address`` (addresses beyond the guest address
+  space are clamped into the guard area) with no software check: the host MMU enforces
+  the guest's permissions and a fault comes back as EXIT_HOSTFAULT (``ir/hostfault.py``).
+  Before an instruction first touches memory, its guest pc is stored, so the runtime
+  knows which instruction faulted.
+
+Every way out of a block is a tail call through one ``musttail`` site at the end of the
+function: to the next block through a chain slot or the jump cache, or to the support
+module's stub for an exit code. (LLVM's fast instruction selector cannot lower tail calls;
+with a single site, only one small basic block per function needs the slow selector.)
 
 Values are Python ints (constants) or SSA names (``%tN``); booleans are Python bools or
-i1 SSA names. Block functions have the signature ``i64 (ptr %st)`` and return an EXIT_*
-code; direct exits tail-call (``musttail``) through a patchable slot, indirect ones
-through the jump cache.
+i1 SSA names. Block functions have the signature ``i64 (ptr %st)``.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from dataclasses import dataclass, field
 
 from dbtlab.ir.builder import (CANONICAL_NAN, CSR_CYCLE, CSR_FCSR, CSR_FFLAGS, CSR_FRM,
                                CSR_INSTRET, CSR_TIME, MASK64, RM_DYN, RM_RMM, Builder)
-from dbtlab.ir.env import JC_BITS, JC_OFF, TLB_BITS, TLB_R_OFF, TLB_W_OFF
+from dbtlab.ir.env import (H_GET_FFLAGS, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS, H_SET_FRM,
+                           HELPERS_OFF, JC_BITS, JC_OFF, SLOTS_OFF)
 from dbtlab.ir.interp import InterpBuilder
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
                              EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
-                             EXIT_SMC, FAULT_MISALIGNED, offset)
+                             FAULT_MISALIGNED, offset)
+from dbtlab.runtime.memory import ADDR_LIMIT
 from dbtlab.translator.block import GuestBlock
 from dbtlab.translator.insn import Insn
 
@@ -37,7 +46,6 @@ _BINOP = {"add": "add", "sub": "sub", "mul": "mul", "and": "and", "or": "or", "x
           "shl": "shl", "lshr": "lshr", "ashr": "ashr", "udiv": "udiv", "sdiv": "sdiv",
           "urem": "urem", "srem": "srem"}
 _FTY = {32: "float", 64: "double"}
-_ITY = {32: "i32", 64: "i64"}
 _SFX = {32: "f32", 64: "f64"}
 _FCMP = {"eq": "oeq", "lt": "olt", "le": "ole"}
 _FROUND = {0: "roundeven", 1: "trunc", 2: "floor", 3: "ceil", 4: "round"}
@@ -45,25 +53,14 @@ _STRICT = 'metadata !"fpexcept.strict"'
 _DYN = 'metadata !"round.dynamic"'
 
 OFF_PC = offset("pc")
-OFF_BUDGET = offset("budget")
-OFF_EXIT_REQ = offset("exit_request")
+OFF_ICOUNT = offset("icount")
+OFF_LIMIT = offset("icount_limit")
 OFF_AUX = offset("exit_aux")
-OFF_ANCHOR = offset("instret_anchor")
 OFF_FFLAGS = offset("fflags")
 OFF_FRM = offset("frm")
 OFF_FKIND = offset("fault_kind")
 OFF_FADDR = offset("fault_addr")
-
-SUPPORT_DECLS = {
-    "dbt_ld": "declare { i64, i64 } @dbt_ld(ptr, i64, i64)",
-    "dbt_st": "declare i64 @dbt_st(ptr, i64, i64, i64)",
-    "dbt_cmpxchg": "declare { i64, i64 } @dbt_cmpxchg(ptr, i64, i64, i64, i64)",
-    "dbt_get_fflags": "declare i64 @dbt_get_fflags(ptr)",
-    "dbt_set_fflags": "declare void @dbt_set_fflags(ptr, i64)",
-    "dbt_set_frm": "declare void @dbt_set_frm(ptr, i64)",
-    "dbt_rm_push": "declare i32 @dbt_rm_push(i64)",
-    "dbt_rm_pop": "declare void @dbt_rm_pop(i32)",
-}
+OFF_GUEST_BASE = offset("guest_base")
 
 
 def lit(v: int) -> str:
@@ -80,7 +77,7 @@ def needs_interpreter(insn: Insn) -> bool:
             and any(f.name == "rm" for f in enc.operands))
 
 
-#: conversions to integer round with llvm.round (ties away) natively
+#: conversions to integer round with llvm.round (ties away) natively; the others are exact
 _RMM_NATIVE = frozenset({"fcvt.w.s", "fcvt.wu.s", "fcvt.l.s", "fcvt.lu.s", "fcvt.w.d",
                          "fcvt.wu.d", "fcvt.l.d", "fcvt.lu.d", "fcvt.d.s", "fcvt.d.w",
                          "fcvt.d.wu"})
@@ -88,11 +85,10 @@ _RMM_NATIVE = frozenset({"fcvt.w.s", "fcvt.wu.s", "fcvt.l.s", "fcvt.lu.s", "fcvt
 
 @dataclass
 class Slot:
-    """A direct exit: a patchable function pointer, initially a stub returning EXIT_CHAIN."""
+    """A direct exit: a chain slot in the environment, initially the EXIT_CHAIN stub."""
 
     id: int
     target: int
-    table_index: int      # index of the slot global in the module table (stub is +1)
 
 
 @dataclass
@@ -114,22 +110,18 @@ class ModuleEmitter:
         self.name = name
         self.chaining = chaining
         self.profile = profile
-        self._slot_ids = slot_ids          # iterator of fresh global slot ids
+        self._slot_ids = slot_ids          # callable returning a free slot id
         self.decls: set[str] = set()
-        self.globals: list[str] = []
         self.functions: list[str] = []
         self.table: list[str] = []
         self.blocks: list[BlockCode] = []
-
-    def add_table(self, entry: str) -> int:
-        self.table.append(entry)
-        return len(self.table) - 1
 
     def emit_block(self, blk: GuestBlock) -> BlockCode:
         """Emit one block; truncates blk.insns at the first instruction that ends it."""
         fname = f"b{blk.pc:x}" + (f"_n{blk.limit}" if blk.limit else "") + f"_{self.name}"
         b = LLVMBuilder(self, fname)
-        code = BlockCode(fname, blk, self.add_table(f"ptr @{fname}"))
+        self.table.append(f"ptr @{fname}")
+        code = BlockCode(fname, blk, len(self.table) - 1)
         b.code = code
         kept = []
         for k, (pc, insn) in enumerate(blk.insns):
@@ -146,24 +138,11 @@ class ModuleEmitter:
         return code
 
     def new_slot(self, target: int) -> Slot:
-        sid = next(self._slot_ids)
-        s, stub = f"s{sid}_{self.name}", f"z{sid}_{self.name}"
-        self.globals.append(f"@{s} = internal global ptr @{stub}")
-        self.functions.append(
-            f"define internal i64 @{stub}(ptr %st) {{\n"
-            f"  %p = getelementptr i8, ptr %st, i64 {OFF_PC}\n"
-            f"  store i64 {lit(target)}, ptr %p\n"
-            f"  %a = getelementptr i8, ptr %st, i64 {OFF_AUX}\n"
-            f"  store i64 {sid}, ptr %a\n"
-            f"  ret i64 {EXIT_CHAIN}\n}}")
-        idx = self.add_table(f"ptr @{s}")
-        self.add_table(f"ptr @{stub}")
-        return Slot(sid, target, idx)
+        return Slot(self._slot_ids(), target)
 
     def text(self) -> str:
         out = [f"; dbtlab translation module {self.name}"]
         out += sorted(self.decls)
-        out += self.globals
         out += self.functions
         out.append(f"@tbl_{self.name} = global [{len(self.table)} x ptr] "
                    f"[{', '.join(self.table)}]")
@@ -181,13 +160,17 @@ class LLVMBuilder(Builder):
         self.lines: list[str] = []
         self.n = 0
         self.code: BlockCode | None = None
-        self.cache: dict[tuple, str] = {}      # committed register values
+        self.cache: dict[tuple, object] = {}   # committed register values
         self.pending: dict[tuple, object] = {}  # this instruction's writes
         self.ptrs: dict[int, str] = {}         # state offset -> pointer SSA name
         self.exits: dict[tuple, str] = {}      # (k, reason) -> exit label
         self.exit_bodies: list[str] = []
+        self.phi: list[tuple[str, str]] = []   # (function pointer, predecessor label)
+        self.cur = "body"
         self.terminated = False
         self.frm_checked = False
+        self.uses_memory = False
+        self.marked = False
         self.k = 0
         self.insn: Insn | None = None
         self.pc = self.next_pc = 0
@@ -206,6 +189,7 @@ class LLVMBuilder(Builder):
 
     def put_label(self, lab: str) -> None:
         self.lines.append(f"{lab}:")
+        self.cur = lab
 
     @staticmethod
     def a(x) -> str:
@@ -221,19 +205,30 @@ class LLVMBuilder(Builder):
             p = self.ptrs[off] = f"%p{off}"
         return p
 
-    def decl(self, name: str) -> None:
-        self.mod.decls.add(SUPPORT_DECLS[name])
-
     def intrinsic(self, text: str) -> None:
         self.mod.decls.add(text)
+
+    def helper_ptr(self, index: int, out: list[str] | None = None) -> str:
+        """Load a support function pointer from the environment."""
+        r = self._v()
+        line = f"{r} = load ptr, ptr {self.ptr(HELPERS_OFF + 8 * index)}"
+        if out is None:
+            self.e(line)
+        else:
+            out.append("  " + line)
+        return r
+
+    def to_exit(self, fn: str) -> None:
+        """Leave the block by tail-calling fn (from the current basic block)."""
+        self.phi.append((fn, self.cur))
+        self.e("br label %exit")
 
     # ---- block structure -------------------------------------------------------------
     def emit_insn(self, k: int, pc: int, insn: Insn) -> None:
         self.k, self.pc, self.insn = k, pc, insn
         self.next_pc = (pc + insn.length) & MASK64
         self.pending = {}
-        if self.mod.profile:
-            self._count_insn()
+        self.marked = False
         if needs_interpreter(insn):
             self.e(f"br label %{self.exit_label(k, EXIT_INTERP_ONE)}")
             self.terminated = True
@@ -242,14 +237,10 @@ class LLVMBuilder(Builder):
         if not self.terminated:
             self.commit()
 
-    def _count_insn(self) -> None:
-        """Profiling hook (block execution counters are added by the profiler)."""
-
     def commit(self) -> None:
         """Store this instruction's register writes; they become the block's values."""
         for key, v in self.pending.items():
-            off = self._key_offset(key)
-            self.e(f"store i64 {self.a(v)}, ptr {self.ptr(off)}")
+            self.e(f"store i64 {self.a(v)}, ptr {self.ptr(self._key_offset(key))}")
             self.cache[key] = v
         self.pending = {}
 
@@ -263,71 +254,79 @@ class LLVMBuilder(Builder):
         return offset(idx)
 
     def exit_label(self, k: int, reason: int, pc: int | None = None) -> str:
-        """A label that leaves the block before instruction k (or, for EXIT_FENCE_I, after
-        it, at pc) with ``reason``: state.pc set, the budget given back for the
-        instructions that did not run."""
+        """A label that leaves the block before instruction k (for EXIT_FENCE_I: after it,
+        at pc) with ``reason``: state.pc set, icount counting only what ran."""
         key = (k, reason)
         lab = self.exits.get(key)
         if lab is None:
             lab = self.exits[key] = f"X{k}_{reason}"
             pc = self.pc if pc is None else pc
+            ran = k + 1 if reason == EXIT_FENCE_I else k
             body = [f"{lab}:",
-                    f"  store i64 {lit(pc)}, ptr {self.ptr(OFF_PC)}"]
+                    f"  store i64 {lit(pc)}, ptr {self.ptr(OFF_PC)}",
+                    f"  %ic_{lab} = sub i64 %ic2, @N{ran}@",
+                    f"  store i64 %ic_{lab}, ptr {self.ptr(OFF_ICOUNT)}"]
             if reason == EXIT_ILLEGAL:
                 body.append(f"  store i64 {self.insn.word}, ptr {self.ptr(OFF_AUX)}")
-            ran = k + 1 if reason == EXIT_FENCE_I else k
-            # the budget after the exit: entry budget minus the instructions that ran
-            body += [f"  %bud_{lab} = sub i64 %bud, {ran}",
-                     f"  store i64 %bud_{lab}, ptr {self.ptr(OFF_BUDGET)}",
-                     f"  ret i64 {reason}"]
+            fn = self.helper_ptr(reason, body)
+            body.append("  br label %exit")
+            self.phi.append((fn, lab))
             self.exit_bodies.append("\n".join(body))
         return lab
 
     def finish(self, ninsns: int) -> str:
         head = [f"define internal i64 @{self.fname}(ptr %st) #0 {{", "entry:"]
+        for off in (OFF_ICOUNT, OFF_LIMIT, OFF_PC) + ((OFF_GUEST_BASE,) if self.uses_memory
+                                                        else ()):
+            self.ptr(off)
+        budget_fn = self.helper_ptr(EXIT_BUDGET, [])    # name only; emitted below
         for off, name in sorted(self.ptrs.items()):
             head.append(f"  {name} = getelementptr i8, ptr %st, i64 {off}")
-        for off in (OFF_BUDGET, OFF_EXIT_REQ, OFF_PC):
-            if off not in self.ptrs:
-                head.append(f"  %p{off} = getelementptr i8, ptr %st, i64 {off}")
-        head += [f"  %bud = load i64, ptr %p{OFF_BUDGET}",
-                 f"  %req = load i64, ptr %p{OFF_EXIT_REQ}",
-                 f"  %enough = icmp uge i64 %bud, {ninsns}",
-                 "  %noreq = icmp eq i64 %req, 0",
-                 "  %go = and i1 %enough, %noreq",
-                 "  br i1 %go, label %body, label %nobudget",
+        head += [f"  %ic = load i64, ptr %p{OFF_ICOUNT}",
+                 f"  %lim = load i64, ptr %p{OFF_LIMIT}",
+                 f"  %ic2 = add i64 %ic, {ninsns}",
+                 "  %ok = icmp ule i64 %ic2, %lim",
+                 "  br i1 %ok, label %body, label %nobudget",
                  "nobudget:",
                  f"  store i64 {lit(self.code.block.pc)}, ptr %p{OFF_PC}",
-                 f"  ret i64 {EXIT_BUDGET}",
+                 f"  {budget_fn} = load ptr, ptr %p{HELPERS_OFF + 8 * EXIT_BUDGET}",
+                 "  br label %exit",
                  "body:",
-                 f"  %left = sub i64 %bud, {ninsns}",
-                 f"  store i64 %left, ptr %p{OFF_BUDGET}"]
-        return "\n".join(head + self.lines + self.exit_bodies) + "\n}"
+                 f"  store i64 %ic2, ptr %p{OFF_ICOUNT}"]
+        if self.uses_memory:
+            head.append(f"  %gb = load i64, ptr %p{OFF_GUEST_BASE}")
+        self.phi.append((budget_fn, "nobudget"))
+        tail = ["exit:",
+                "  %fn = phi ptr " + ", ".join(f"[ {f}, %{lab} ]" for f, lab in self.phi),
+                "  %r = musttail call i64 %fn(ptr %st)",
+                "  ret i64 %r", "}"]
+        text = "\n".join(head + self.lines + self.exit_bodies + tail)
+        for ran in range(ninsns + 1):     # @Nk@: instructions of the block after the kth
+            text = text.replace(f"@N{ran}@", str(ninsns - ran))
+        return text
 
     # ---- exits -----------------------------------------------------------------------
     def direct_exit(self, target: int) -> None:
         target &= MASK64
-        if self.code is not None:
-            self.code.successors.append(target)
+        self.code.successors.append(target)
         if not self.mod.chaining or self.code.block.limit:
             self.e(f"store i64 {lit(target)}, ptr {self.ptr(OFF_PC)}")
-            self.e(f"ret i64 {EXIT_LOOKUP}")
+            self.to_exit(self.helper_ptr(EXIT_LOOKUP))
             return
         slot = self.mod.new_slot(target)
         self.code.slots.append(slot)
         f = self._v()
-        r = self._v()
-        self.e(f"{f} = load ptr, ptr @s{slot.id}_{self.mod.name}")
-        self.e(f"{r} = musttail call i64 {f}(ptr %st)")
-        self.e(f"ret i64 {r}")
+        self.e(f"store i64 {slot.id}, ptr {self.ptr(OFF_AUX)}")
+        self.e(f"{f} = load ptr, ptr {self.ptr(SLOTS_OFF + 8 * slot.id)}")
+        self.to_exit(f)
 
     def indirect_exit(self, target: str) -> None:
         self.e(f"store i64 {target}, ptr {self.ptr(OFF_PC)}")
+        lookup = self.helper_ptr(EXIT_LOOKUP)
         if self.code.block.limit:
-            self.e(f"ret i64 {EXIT_LOOKUP}")
+            self.to_exit(lookup)
             return
-        h, idx, eo, o, ep, epc, hit = (self._v() for _ in range(7))
-        lh, lm = self._label(), self._label()
+        h, idx, eo, o, ep, epc, hit, fp, fn, sel = (self._v() for _ in range(10))
         self.e(f"{h} = lshr i64 {target}, 1")
         self.e(f"{idx} = and i64 {h}, {(1 << JC_BITS) - 1}")
         self.e(f"{eo} = shl i64 {idx}, 4")
@@ -335,15 +334,10 @@ class LLVMBuilder(Builder):
         self.e(f"{ep} = getelementptr i8, ptr %st, i64 {o}")
         self.e(f"{epc} = load i64, ptr {ep}")
         self.e(f"{hit} = icmp eq i64 {epc}, {target}")
-        self.e(f"br i1 {hit}, label %{lh}, label %{lm}")
-        self.put_label(lh)
-        fp, fn, r = self._v(), self._v(), self._v()
         self.e(f"{fp} = getelementptr i8, ptr {ep}, i64 8")
         self.e(f"{fn} = load ptr, ptr {fp}")
-        self.e(f"{r} = musttail call i64 {fn}(ptr %st)")
-        self.e(f"ret i64 {r}")
-        self.put_label(lm)
-        self.e(f"ret i64 {EXIT_LOOKUP}")
+        self.e(f"{sel} = select i1 {hit}, ptr {fn}, ptr {lookup}")
+        self.to_exit(sel)
 
     # ---- integer primitives ----------------------------------------------------------
     def const(self, v):
@@ -487,153 +481,102 @@ class LLVMBuilder(Builder):
             frm = self.read_csr(CSR_FRM)
             return self.or_(self.shl(frm, 5), fl)
         if csr in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):
-            a, d, r = self._v(), self._v(), self._v()
-            self.e(f"{a} = load i64, ptr {self.ptr(OFF_ANCHOR)}")
-            self.e(f"{d} = sub i64 {a}, %bud")
-            self.e(f"{r} = add i64 {d}, {self.k}")
+            # instructions retired before this one: icount at block entry + k
+            r = self._v()
+            self.e(f"{r} = sub i64 %ic2, @N{self.k}@")
             return r
         raise ValueError(f"unsupported CSR {csr:#x}")
 
     def _call_fflags(self):
-        self.decl("dbt_get_fflags")
-        r = self._v()
-        self.e(f"{r} = call i64 @dbt_get_fflags(ptr %st)")
+        fn, r = self.helper_ptr(H_GET_FFLAGS), self._v()
+        self.e(f"{r} = call i64 {fn}(ptr %st)")
         return r
 
     def write_csr(self, csr, v):
         if csr in (CSR_FFLAGS, CSR_FCSR):
-            self.decl("dbt_set_fflags")
-            self.e(f"call void @dbt_set_fflags(ptr %st, i64 {self.a(v)})")
+            fn = self.helper_ptr(H_SET_FFLAGS)
+            self.e(f"call void {fn}(ptr %st, i64 {self.a(v)})")
         if csr in (CSR_FRM, CSR_FCSR):
-            self.decl("dbt_set_frm")
             frm = v if csr == CSR_FRM else self.lshr(v, 5)
-            self.e(f"call void @dbt_set_frm(ptr %st, i64 {self.a(frm)})")
+            fn = self.helper_ptr(H_SET_FRM)
+            self.e(f"call void {fn}(ptr %st, i64 {self.a(frm)})")
             self.frm_checked = False
 
     # ---- memory ----------------------------------------------------------------------
-    def _tlb(self, addr, size: int, tlb_off: int):
-        """Emit the TLB probe; returns (hit i1, entry pointer)."""
-        pn, idx, eo, o, ep, tag, m, hit = (self._v() for _ in range(8))
-        a = self.a(addr)
-        self.e(f"{pn} = lshr i64 {a}, 12")
-        self.e(f"{idx} = and i64 {pn}, {(1 << TLB_BITS) - 1}")
-        self.e(f"{eo} = shl i64 {idx}, 4")
-        self.e(f"{o} = add i64 {eo}, {tlb_off}")
-        self.e(f"{ep} = getelementptr i8, ptr %st, i64 {o}")
-        self.e(f"{tag} = load i64, ptr {ep}")
-        self.e(f"{m} = and i64 {a}, {lit(~0xFFF | (size - 1))}")
-        self.e(f"{hit} = icmp eq i64 {m}, {tag}")
-        return hit, ep
-
-    def _host(self, addr, ep):
-        ap, add, h, hp = (self._v() for _ in range(4))
-        self.e(f"{ap} = getelementptr i8, ptr {ep}, i64 8")
-        self.e(f"{add} = load i64, ptr {ap}")
-        self.e(f"{h} = add i64 {self.a(addr)}, {add}")
-        self.e(f"{hp} = inttoptr i64 {h} to ptr")
-        return hp
+    def _host_ptr(self, addr) -> str:
+        """Host pointer for a guest address; marks the instruction (for host faults)."""
+        if not self.marked:
+            self.e(f"store i64 {lit(self.pc)}, ptr {self.ptr(OFF_PC)}")
+            self.marked = True
+        self.uses_memory = True
+        h, p = self._v(), self._v()
+        if isinstance(addr, int):
+            self.e(f"{h} = add i64 %gb, {min(addr, ADDR_LIMIT)}")
+        else:
+            inb, c = self._v(), self._v()
+            self.e(f"{inb} = icmp ult i64 {addr}, {ADDR_LIMIT}")
+            self.e(f"{c} = select i1 {inb}, i64 {addr}, i64 {ADDR_LIMIT}")
+            self.e(f"{h} = add i64 %gb, {c}")
+        self.e(f"{p} = inttoptr i64 {h} to ptr")
+        return p
 
     def load(self, addr, size, signed):
-        hit, ep = self._tlb(addr, size, TLB_R_OFF)
-        lh, ls, lj = self._label(), self._label(), self._label()
-        self.e(f"br i1 {hit}, label %{lh}, label %{ls}")
-        self.put_label(lh)
-        hp = self._host(addr, ep)
-        raw, fast = self._v(), self._v()
+        p = self._host_ptr(addr)
         ity = f"i{8 * size}"
-        self.e(f"{raw} = load {ity}, ptr {hp}, align 1")
+        raw = self._v()
+        self.e(f"{raw} = load {ity}, ptr {p}, align 1")
         if size == 8:
-            fast = raw
-        else:
-            self.e(f"{fast} = {'sext' if signed else 'zext'} {ity} {raw} to i64")
-        self.e(f"br label %{lj}")
-        self.put_label(ls)
-        self.decl("dbt_ld")
-        res, v, st, bad = self._v(), self._v(), self._v(), self._v()
-        self.e(f"{res} = call {{ i64, i64 }} @dbt_ld(ptr %st, i64 {self.a(addr)}, i64 {size})")
-        self.e(f"{v} = extractvalue {{ i64, i64 }} {res}, 0")
-        self.e(f"{st} = extractvalue {{ i64, i64 }} {res}, 1")
-        self.e(f"{bad} = icmp ne i64 {st}, 0")
-        lok = self._label()
-        self.e(f"br i1 {bad}, label %{self.exit_label(self.k, EXIT_FAULT)}, label %{lok}")
-        self.put_label(lok)
-        slow = self.sext(v, 8 * size) if signed else v
-        self.e(f"br label %{lj}")
-        self.put_label(lj)
+            return raw
         r = self._v()
-        self.e(f"{r} = phi i64 [ {fast}, %{lh} ], [ {self.a(slow)}, %{lok} ]")
+        self.e(f"{r} = {'sext' if signed else 'zext'} {ity} {raw} to i64")
         return r
 
     def store(self, addr, v, size):
-        hit, ep = self._tlb(addr, size, TLB_W_OFF)
-        lh, ls, lj = self._label(), self._label(), self._label()
-        self.e(f"br i1 {hit}, label %{lh}, label %{ls}")
-        self.put_label(lh)
-        hp = self._host(addr, ep)
+        p = self._host_ptr(addr)
         val = self.a(v)
         if size < 8:
-            t = self._v()
-            self.e(f"{t} = trunc i64 {val} to i{8 * size}")
-            val = t
-        self.e(f"store i{8 * size} {val}, ptr {hp}, align 1")
-        self.e(f"br label %{lj}")
-        self.put_label(ls)
-        self._slow_store_status(f"call i64 @dbt_st(ptr %st, i64 {self.a(addr)}, "
-                                f"i64 {self.a(v)}, i64 {size})", lj)
-        self.put_label(lj)
-
-    def _slow_store_status(self, call: str, join: str) -> None:
-        self.decl("dbt_st")
-        st, ok, lnz = self._v(), self._v(), self._label()
-        self.e(f"{st} = {call}")
-        self.e(f"{ok} = icmp eq i64 {st}, 0")
-        self.e(f"br i1 {ok}, label %{join}, label %{lnz}")
-        self.put_label(lnz)
-        self._status_exit(st)
-
-    def _status_exit(self, st: str) -> None:
-        """status 1 -> fault exit, 2 -> self-modifying-code exit (both before this insn)."""
-        isf = self._v()
-        self.e(f"{isf} = icmp eq i64 {st}, 1")
-        self.e(f"br i1 {isf}, label %{self.exit_label(self.k, EXIT_FAULT)}, "
-               f"label %{self.exit_label(self.k, EXIT_SMC)}")
+            if isinstance(v, int):
+                val = str(v & ((1 << (8 * size)) - 1))
+            else:
+                t = self._v()
+                self.e(f"{t} = trunc i64 {val} to i{8 * size}")
+                val = t
+        self.e(f"store i{8 * size} {val}, ptr {p}, align 1")
 
     def cmpxchg(self, cond, addr, expected, new, size):
+        """Stores unconditionally (the old value when the compare fails), so a page the
+        guest may not write faults whether or not the exchange happens, as in QEMU."""
         if cond is False:
             return False
-        self.decl("dbt_cmpxchg")
-        lx, lj, lok = self._label(), self._label(), self._label()
-        entry = self._label()
-        self.e(f"br label %{entry}")
-        self.put_label(entry)
-        if cond is True:
-            self.e(f"br label %{lx}")
-        else:
+        ity = f"i{8 * size}"
+        entry, lx, lj = self.cur, self._label(), self._label()
+        if cond is not True:
             self.e(f"br i1 {cond}, label %{lx}, label %{lj}")
-        self.put_label(lx)
-        skipped = "" if cond is True else f", [ 0, %{entry} ]"
-        res, ok, st, good = self._v(), self._v(), self._v(), self._v()
-        self.e(f"{res} = call {{ i64, i64 }} @dbt_cmpxchg(ptr %st, i64 {self.a(addr)}, "
-               f"i64 {self.a(expected)}, i64 {self.a(new)}, i64 {size})")
-        self.e(f"{ok} = extractvalue {{ i64, i64 }} {res}, 0")
-        self.e(f"{st} = extractvalue {{ i64, i64 }} {res}, 1")
-        self.e(f"{good} = icmp eq i64 {st}, 0")
-        lbad = self._label()
-        self.e(f"br i1 {good}, label %{lok}, label %{lbad}")
-        self.put_label(lbad)
-        self._status_exit(st)
-        self.put_label(lok)
+            self.put_label(lx)
+        p = self._host_ptr(addr)
+        cur, exp, eq, nv, sel = (self._v() for _ in range(5))
+        self.e(f"{cur} = load {ity}, ptr {p}, align {size}")
+        self.e(f"{exp} = trunc i64 {self.a(expected)} to {ity}" if size < 8 else
+               f"{exp} = add i64 {self.a(expected)}, 0")
+        self.e(f"{eq} = icmp eq {ity} {cur}, {exp}")
+        self.e(f"{nv} = trunc i64 {self.a(new)} to {ity}" if size < 8 else
+               f"{nv} = add i64 {self.a(new)}, 0")
+        self.e(f"{sel} = select i1 {eq}, {ity} {nv}, {ity} {cur}")
+        self.e(f"store {ity} {sel}, ptr {p}, align {size}")
+        if cond is True:
+            return eq
+        src = self.cur
         self.e(f"br label %{lj}")
         self.put_label(lj)
-        r, b = self._v(), self._v()
-        self.e(f"{r} = phi i64 [ {ok}, %{lok} ]{skipped}")
-        self.e(f"{b} = icmp ne i64 {r}, 0")
-        return b
+        r = self._v()
+        self.e(f"{r} = phi i1 [ {eq}, %{src} ], [ false, %{entry} ]")
+        return r
 
     def check_aligned(self, addr, size):
         if isinstance(addr, int):
             if addr & (size - 1):
                 self._fault_now(FAULT_MISALIGNED, addr)
+                self.put_label(self._label())    # unreachable continuation
             return
         m, bad, lbad, lok = self._v(), self._v(), self._label(), self._label()
         self.e(f"{m} = and i64 {addr}, {size - 1}")
@@ -721,15 +664,14 @@ class LLVMBuilder(Builder):
         if rm == RM_DYN:
             self._check_frm()
             return None
-        self.decl("dbt_rm_push")
-        saved = self._v()
-        self.e(f"{saved} = call i32 @dbt_rm_push(i64 {rm})")
+        fn, saved = self.helper_ptr(H_RM_PUSH), self._v()
+        self.e(f"{saved} = call i32 {fn}(i64 {rm})")
         return saved
 
     def _end_rounding(self, saved) -> None:
         if saved is not None:
-            self.decl("dbt_rm_pop")
-            self.e(f"call void @dbt_rm_pop(i32 {saved})")
+            fn = self.helper_ptr(H_RM_POP)
+            self.e(f"call void {fn}(i32 {saved})")
 
     def _constrained(self, op: str, sig: str, ret: str, args: list[str], rounding: bool):
         md = ([_DYN] if rounding else []) + [_STRICT]

@@ -26,12 +26,15 @@ EXIT_ILLEGAL = 7       # illegal instruction at state.pc; exit_aux holds the wor
 EXIT_SMC = 8           # a store hit a page holding translated code; state.pc is the next insn
 EXIT_FENCE_I = 9       # fence.i executed; state.pc is the next insn
 EXIT_INTERP_ONE = 10   # run the instruction at state.pc in the reference interpreter
+EXIT_HOSTFAULT = 11    # translated code faulted in the host: state.pc is the instruction
 
 EXIT_NAMES = {
     EXIT_LOOKUP: "lookup", EXIT_CHAIN: "chain", EXIT_MISS: "miss", EXIT_BUDGET: "budget",
     EXIT_ECALL: "ecall", EXIT_EBREAK: "ebreak", EXIT_FAULT: "fault", EXIT_ILLEGAL: "illegal",
     EXIT_SMC: "smc", EXIT_FENCE_I: "fence.i", EXIT_INTERP_ONE: "interp-one",
+    EXIT_HOSTFAULT: "host-fault",
 }
+NUM_EXITS = 16
 
 # fault_kind values
 FAULT_LOAD = 1       # load from unmapped or unreadable memory
@@ -61,14 +64,14 @@ FIELDS: tuple[Field, ...] = (
     Field("res_val", 1, "value loaded by the LR (SC compares against it, like QEMU)"),
     Field("res_valid", 1, "1 while a reservation is held"),
     # ---- dispatcher interface (not architectural) ----
-    Field("instret_anchor", 1, "instret + budget at run start: instret = anchor - budget"),
-    Field("budget", 1, "instructions left before EXIT_BUDGET"),
-    Field("exit_request", 1, "nonzero: leave translated code at the next block entry"),
+    Field("icount", 1, "instructions retired (translated code adds a block's length on entry)"),
+    Field("icount_limit", 1, "a block runs only if icount stays <= this; 0 forces an exit"),
     Field("exit_aux", 1, "extra exit information (chain slot id, instruction word)"),
     Field("fault_kind", 1, "FAULT_* for EXIT_FAULT"),
     Field("fault_addr", 1, "faulting guest address for EXIT_FAULT"),
-    Field("page_table", 1, "host address of the guest page table (level 1)"),
-    Field("scratch", 4, "scratch for helpers (slow-path status, values)"),
+    Field("guest_base", 1, "host address of guest address 0 in the guest view"),
+    Field("host_pc", 1, "host pc of a host fault in translated code"),
+    Field("host_err", 1, "x86 page-fault error code of a host fault (bit 1: write)"),
 )
 
 XLEN_MASK = (1 << 64) - 1

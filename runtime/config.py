@@ -31,7 +31,7 @@ class RunConfig:
     debug_file: str | None = None         # where -d output goes (default stderr)
     opt_level: int = 0                    # LLVM pass level for first-tier code (0..3)
     codegen_opt: int = 0                  # LLVM target-machine opt level (0..3)
-    batch_blocks: int = 64                # blocks translated per module on a miss
+    batch_blocks: int = 16                # blocks translated per module on a miss
     max_block_insns: int = 128            # longest translation block
     chaining: bool = True
     time_mode: str = "host"               # "host" clocks, or "virtual" (deterministic)

@@ -2,18 +2,19 @@
 
 * Blocks are keyed by (guest pc, instruction limit): everything the translator specialises
   on (see ``translator/block.py``).
-* Each block's direct exits are *slots*: native function pointers, initially aimed at a stub
-  that returns to the dispatcher, patched to the target block once it exists. Every patched
-  slot is recorded on its target (a back-link), so invalidating a block can unchain every
-  link into it before anything can run into stale code.
+* Each block's direct exits are *slots*: native function pointers (in the JIT environment),
+  initially aimed at a stub that returns to the dispatcher, patched to the target block once
+  it exists. Every patched slot is recorded on its target (a back-link), so invalidating a
+  block can unchain every link into it before anything can run into stale code. Slot
+  numbers of invalidated blocks are reused.
 * Blocks are indexed by the guest pages they cover: a store to a page, or its unmapping,
   invalidates exactly the blocks there.
 """
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass, field
+from typing import Callable
 
 from dbtlab.translator.block import GuestBlock
 
@@ -21,8 +22,6 @@ from dbtlab.translator.block import GuestBlock
 @dataclass
 class SlotRec:
     id: int
-    addr: int            # host address of the slot (a function pointer)
-    stub: int            # host address of its stub (the unchained value)
     source: tuple        # key of the block owning the slot
     target_pc: int
     linked: tuple | None = None   # key of the block the slot points at
@@ -47,13 +46,38 @@ class TB:
 
 
 class TranslationCache:
-    def __init__(self) -> None:
+    """``set_slot(id, fn)`` writes a native slot; ``unlinked`` is the stub address an
+    unlinked slot holds; slot ids run from 1 to ``max_slots - 1``."""
+
+    def __init__(self, set_slot: Callable[[int, int], None], unlinked: int,
+                 max_slots: int) -> None:
         self.blocks: dict[tuple, TB] = {}
         self.by_page: dict[int, set[tuple]] = {}
         self.slots: dict[int, SlotRec] = {}
+        self._set_slot = set_slot
+        self.unlinked = unlinked
+        self.max_slots = max_slots
+        self._free: list[int] = []
+        self._next_slot = 1
         self.links = 0          # chain links made (cumulative)
         self.unlinks = 0
         self.invalidated = 0
+
+    # ---- slot numbers ----------------------------------------------------------------
+    def new_slot_id(self) -> int:
+        """A free slot number (its native slot set to the unlinked stub)."""
+        if self._free:
+            sid = self._free.pop()
+        else:
+            if self._next_slot >= self.max_slots:
+                raise OverflowError("out of chain slots")
+            sid = self._next_slot
+            self._next_slot += 1
+        self._set_slot(sid, self.unlinked)
+        return sid
+
+    def free_slots(self) -> int:
+        return len(self._free) + self.max_slots - self._next_slot
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -71,10 +95,6 @@ class TranslationCache:
         self.blocks[rec.source].slots.append(rec.id)
 
     # ---- chaining --------------------------------------------------------------------
-    @staticmethod
-    def _poke(addr: int, value: int) -> None:
-        ctypes.c_uint64.from_address(addr).value = value
-
     def link(self, slot_id: int, target: TB) -> None:
         """Point a slot at a block (a direct, native transition from now on)."""
         rec = self.slots[slot_id]
@@ -82,7 +102,7 @@ class TranslationCache:
             return
         if rec.linked is not None:
             self.unlink(slot_id)
-        self._poke(rec.addr, target.fn)
+        self._set_slot(slot_id, target.fn)
         rec.linked = target.key
         target.incoming.add(slot_id)
         self.links += 1
@@ -91,7 +111,7 @@ class TranslationCache:
         rec = self.slots[slot_id]
         if rec.linked is None:
             return
-        self._poke(rec.addr, rec.stub)
+        self._set_slot(slot_id, self.unlinked)
         tgt = self.blocks.get(rec.linked)
         if tgt is not None:
             tgt.incoming.discard(slot_id)
@@ -115,6 +135,7 @@ class TranslationCache:
             for sid in tb.slots:
                 self.unlink(sid)
                 del self.slots[sid]
+                self._free.append(sid)
             for pn in tb.block.pages:
                 keys = self.by_page.get(pn)
                 if keys is not None:
@@ -124,8 +145,12 @@ class TranslationCache:
         self.invalidated += len(gone)
         return gone
 
-    def clear(self) -> None:
-        """Forget everything (the JIT engine is being flushed: no unlinking needed)."""
+    def clear(self, unlinked: int) -> None:
+        """Forget everything (the JIT engine is being flushed: no unlinking needed);
+        ``unlinked`` is the new engine's stub."""
         self.blocks.clear()
         self.by_page.clear()
         self.slots.clear()
+        self._free.clear()
+        self._next_slot = 1
+        self.unlinked = unlinked

@@ -4,9 +4,10 @@ The run loop lives in native code (``dbt_enter`` in the support module); this cl
 runs when native code returns to Python, which it does only to
 
 * translate a missed block (``miss``) or link a direct exit to its target (``chain``),
-* hand an instruction to the interpreter (``interp-one``: round-to-nearest-max-magnitude,
-  invalid rounding modes) or re-execute a store that hit translated code (``smc``, after
-  invalidating the code it wrote),
+* hand an instruction to the interpreter: ``interp-one`` (round-to-nearest-max-magnitude,
+  invalid rounding modes) and ``host-fault`` (translated code faulted in the host: the
+  interpreter re-executes the instruction and either reports the precise guest fault or,
+  for a store into translated code, performs it after the code there is invalidated),
 * stop for the machine: a syscall, a fault, an illegal instruction, the budget.
 
 Every such exit is counted by reason in ``stats.exits``.
@@ -14,6 +15,7 @@ Every such exit is counted by reason in ``stats.exits``.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import itertools
 import logging
@@ -21,12 +23,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from dbtlab.ir.env import JITEnv
+from dbtlab.ir import hostfault
+from dbtlab.ir.env import MAX_SLOTS, NUM_HELPERS, JITEnv
 from dbtlab.ir.jit import JITEngine
 from dbtlab.ir.llvm_emit import ModuleEmitter
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
-                             EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
-                             EXIT_MISS, EXIT_NAMES, EXIT_SMC)
+                             EXIT_FENCE_I, EXIT_HOSTFAULT, EXIT_ILLEGAL, EXIT_INTERP_ONE,
+                             EXIT_LOOKUP, EXIT_MISS, EXIT_NAMES)
 from dbtlab.runtime.accel.base import AccelStats, Accelerator, Exit
 from dbtlab.runtime.accel.interp import InterpAccel
 from dbtlab.runtime.memory import PAGE_SHIFT, GuestFault
@@ -52,6 +55,8 @@ class TranslationStats(AccelStats):
     per_module: list = field(default_factory=list)   # (blocks, insns, emit s, compile s)
     truncated: int = 0              # budget-limited block variants
     invalidated: int = 0
+    smc: int = 0                    # stores into translated code
+    host_faults: int = 0
     links: int = 0
     flushes: int = 0
 
@@ -64,7 +69,7 @@ class TranslationStats(AccelStats):
         d.update(blocks=self.blocks, guest_insns=self.guest_insns, modules=self.modules,
                  emit_seconds=self.emit_seconds, compile_seconds=self.compile_seconds,
                  truncated=self.truncated, invalidated=self.invalidated, links=self.links,
-                 flushes=self.flushes)
+                 flushes=self.flushes, smc=self.smc, host_faults=self.host_faults)
         ub = sorted(self.us_per_block())
         if ub:
             d["median_us_per_block"] = ub[len(ub) // 2]
@@ -82,20 +87,27 @@ class LLVMAccel(Accelerator):
         self.mem = machine.mem
         self.debug = cfg.debug
         self.debug_out = open(cfg.debug_file, "a") if cfg.debug_file else sys.stderr
+        hostfault.install()
         self.env = JITEnv()
         self.jit = JITEngine(cfg.opt_level, cfg.codegen_opt, cfg.debug, self.debug_out)
-        self._enter = _ENTER(self.jit.enter_address)
-        self.cache = TranslationCache()
-        self._slot_ids = itertools.count(1)
+        self._engine_ready()
+        self.cache = TranslationCache(self.env.set_slot, self.jit.helpers[EXIT_CHAIN],
+                                      MAX_SLOTS)
         self._mod_ids = itertools.count(1)
         self._insns_since_flush = 0
+        self._fn_starts: list[int] = []       # sorted host addresses of block functions
+        self._fn_blocks: dict[int, TB] = {}
         self.interp = InterpAccel(machine, decode_cache=False)
         self.mem.map_listeners.append(self._on_map)
         self.mem.code_write_listeners.append(self._on_code_write)
 
+    def _engine_ready(self) -> None:
+        self._enter = _ENTER(self.jit.enter_address)
+        for idx in range(NUM_HELPERS):
+            self.env.set_helper(idx, self.jit.helpers.get(idx, 0))
+
     # ---- memory events ---------------------------------------------------------------
     def _on_map(self, event: str, addr: int, size: int, prot: int, host: int) -> None:
-        self.env.flush_tlb()
         if event == "unmap" or event == "protect":
             pages = range(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT)
             if any(pn in self.cache.by_page for pn in pages):
@@ -122,11 +134,12 @@ class LLVMAccel(Accelerator):
         """Drop every translation and the code itself (QEMU's tb_flush)."""
         for pn in list(self.cache.by_page):
             self.mem.unmark_code(pn)
-        self.cache.clear()
         self.env.flush_jump_cache()
-        self.env.flush_tlb()
         self.jit.flush()
-        self._enter = _ENTER(self.jit.enter_address)
+        self._engine_ready()
+        self.cache.clear(self.jit.helpers[EXIT_CHAIN])
+        self._fn_starts.clear()
+        self._fn_blocks.clear()
         self._insns_since_flush = 0
         self.stats.flushes += 1
 
@@ -140,11 +153,12 @@ class LLVMAccel(Accelerator):
         """Translate the block at pc — and, for a full block, its statically reachable
         successors up to the batch size — into one module. Raises GuestFault if pc
         cannot be fetched."""
-        if self._insns_since_flush > CODE_CACHE_INSNS:
+        if (self._insns_since_flush > CODE_CACHE_INSNS
+                or self.cache.free_slots() < 4 * self.cfg.batch_blocks + 16):
             self._flush()
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
-                            self._slot_ids)
+                            self.cache.new_slot_id)
         batch = 1 if limit else max(1, self.cfg.batch_blocks)
         max_len = limit or self.cfg.max_block_insns
         queue = [pc]
@@ -174,12 +188,12 @@ class LLVMAccel(Accelerator):
             tb = TB((blk.pc, limit), blk, addrs[code.table_index], mod.name,
                     compile_seconds=(t2 - t0) / len(mod.blocks))
             self.cache.insert(tb)
+            bisect.insort(self._fn_starts, tb.fn)
+            self._fn_blocks[tb.fn] = tb
             for pn in blk.pages:
                 self.mem.mark_code(pn)
-                self.env.flush_tlb_write_page(pn)
-            for s in code.slots:
-                rec = SlotRec(s.id, addrs[s.table_index], addrs[s.table_index + 1], tb.key,
-                              s.target)
+            for sl in code.slots:
+                rec = SlotRec(sl.id, tb.key, sl.target)
                 self.cache.add_slot(rec)
                 new_slots.append(rec)
             if limit is None:
@@ -219,19 +233,26 @@ class LLVMAccel(Accelerator):
     def _load_env(self, budget: int, instret: int) -> None:
         st = self.env.state
         st.copy_from(self.machine.cpu)
-        st.page_table = self.mem.page_table_address
-        st.budget = budget
-        st.instret_anchor = instret + budget
-        st.exit_request = 0
+        st.guest_base = self.mem.guest_base
+        st.icount = instret
+        st.icount_limit = instret + budget
 
     def _store_env(self) -> None:
         self.machine.cpu.copy_from(self.env.state)
 
     def run(self, budget: int) -> Exit:
         self.stats.runs += 1
+        with hostfault.ACTIVE_LOCK:
+            try:
+                hostfault.set_active(self.env.address)
+                return self._run(budget)
+            finally:
+                hostfault.set_active(None)
+
+    def _run(self, budget: int) -> Exit:
         st = self.env.state
-        base_instret = self.machine.instret
-        self._load_env(budget, base_instret)
+        start = self.machine.instret
+        self._load_env(budget, start)
         exits = self.stats.exits
         env_addr = self.env.address
         first = None
@@ -245,42 +266,55 @@ class LLVMAccel(Accelerator):
                 try:
                     self.translate(st.pc)
                 except GuestFault as f:
-                    return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), budget)
+                    return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), start)
             elif r == EXIT_CHAIN:
+                st.pc = self.cache.slots[st.exit_aux].target_pc
                 first = self._chain(st.exit_aux, st.pc)
                 if isinstance(first, Exit):
-                    return self._exit(first, budget)
+                    return self._exit(first, start)
             elif r == EXIT_BUDGET:
-                left = st.budget
-                if left == 0 or st.exit_request:
-                    return self._exit(Exit(EXIT_BUDGET, 0), budget)
+                left = st.icount_limit - st.icount if st.icount_limit else 0
+                if left <= 0:
+                    return self._exit(Exit(EXIT_BUDGET, 0), start)
                 tb = self.cache.get(st.pc, left)
                 if tb is None:
                     try:
                         tb = self.translate(st.pc, left)
                     except GuestFault as f:
-                        return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), budget)
+                        return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), start)
                 first = tb.fn
-            elif r in (EXIT_INTERP_ONE, EXIT_SMC):
-                if r == EXIT_SMC:
-                    a, n = st.fault_addr, st.exit_aux
-                    self._invalidate({a >> PAGE_SHIFT, (a + n - 1) >> PAGE_SHIFT})
-                ex = self._interp_one(budget)
+            elif r in (EXIT_INTERP_ONE, EXIT_HOSTFAULT):
+                if r == EXIT_HOSTFAULT:
+                    self._rewind_host_fault()
+                ex = self._interp_one(start)
                 if ex is not None:
-                    return self._exit(ex, budget)
+                    return self._exit(ex, start)
             elif r in (EXIT_FENCE_I, EXIT_LOOKUP):
                 continue
             elif r in (EXIT_ECALL, EXIT_EBREAK, EXIT_ILLEGAL, EXIT_FAULT):
-                return self._exit(Exit(r, 0, st.fault_kind, st.fault_addr, st.exit_aux), budget)
+                return self._exit(Exit(r, 0, st.fault_kind, st.fault_addr, st.exit_aux), start)
             else:
                 raise RuntimeError(f"translated code returned unknown exit {r}")
 
-    def _exit(self, ex: Exit, budget: int) -> Exit:
-        ex.executed = budget - self.env.state.budget
+    def _exit(self, ex: Exit, start: int) -> Exit:
+        ex.executed = self.env.state.icount - start
         if ex.reason != EXIT_ILLEGAL:
             ex.word = 0
         self._store_env()
         return ex
+
+    def _rewind_host_fault(self) -> None:
+        """A block faulted at the instruction whose pc it stored: count only the
+        instructions before it (the block had counted all of its own on entry)."""
+        st = self.env.state
+        self.stats.host_faults += 1
+        i = bisect.bisect_right(self._fn_starts, st.host_pc) - 1
+        tb = self._fn_blocks.get(self._fn_starts[i]) if i >= 0 else None
+        if tb is None:
+            raise RuntimeError(f"host fault at {st.host_pc:#x} outside translated code")
+        insns = tb.block.insns
+        k = next(k for k, (pc, _) in enumerate(insns) if pc == st.pc)
+        st.icount -= len(insns) - k
 
     def _chain(self, slot_id: int, target_pc: int):
         """An unlinked direct exit was taken: translate the target if needed and link."""
@@ -295,20 +329,21 @@ class LLVMAccel(Accelerator):
             self.stats.links += 1
         return tb.fn
 
-    def _interp_one(self, budget: int) -> Exit | None:
-        """Run the instruction at state.pc in the interpreter."""
+    def _interp_one(self, start: int) -> Exit | None:
+        """Run the instruction at state.pc in the interpreter. Its stores go through the
+        machine's memory, so a store into translated code invalidates it first."""
         st = self.env.state
-        if st.budget == 0:
+        if st.icount >= st.icount_limit:
             return None
         self._store_env()
-        executed = budget - st.budget
-        ex = self.interp.run(1, instret=self.machine.instret + executed)
-        saved = st.budget
+        n_smc = self.stats.invalidated
+        ex = self.interp.run(1, instret=st.icount)
+        icount, limit = st.icount + ex.executed, st.icount_limit
         st.copy_from(self.machine.cpu)
-        st.page_table = self.mem.page_table_address
-        st.budget = saved - ex.executed
-        st.instret_anchor = self.machine.instret + budget
-        st.exit_request = 0
+        st.guest_base = self.mem.guest_base
+        st.icount, st.icount_limit = icount, limit
+        if self.stats.invalidated != n_smc:
+            self.stats.smc += 1
         if ex.reason == EXIT_BUDGET:
             return None
         return ex
