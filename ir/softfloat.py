@@ -14,7 +14,8 @@ Conventions (those of the RISC-V F/D extensions):
   ``fmt`` is 32 or 64;
 * ``rm`` is a static RISC-V rounding mode: 0 RNE, 1 RTZ, 2 RDN, 3 RUP, 4 RMM (ties away
   from zero); the caller resolves the dynamic mode 7 from frm;
-* every function returns ``(result, flags)`` with fflags bits NX=1 UF=2 OF=4 DZ=8 NV=16;
+* every function returns ``(result, flags)`` with fflags bits NX=1 UF=2 OF=4 DZ=8 NV=16
+  (compare: ``(bool, flags)``; to_int_exact raises nothing and returns the bare pattern);
 * a NaN result is always the canonical NaN; a signalling NaN operand raises NV;
 * tininess is detected after rounding and UF is raised only for a tiny *inexact* result;
   an overflow raises OF|NX and gives infinity or the largest finite number per ``rm``.
@@ -339,9 +340,11 @@ def round_to_integral(x: int, fmt: int, rm: int) -> tuple[int, int]:
 
 
 def to_int_exact(x: int, fmt: int, signed: bool) -> int:
-    """The 64-bit pattern of an integral, in-range value. Other inputs (the semantics
-    select around them) give the value truncated toward zero modulo 2**64, or 0 for NaN
-    and infinities; no flags are ever raised, so only the pattern is returned."""
+    """The 64-bit pattern of an integral, in-range value (two's complement if negative).
+    The one function without flags, so it returns the bare pattern: rounding, range and
+    NaN checks belong to the semantics (fcvt), which select around other inputs. Those
+    still give a defined pattern, never an exception: the value truncated toward zero
+    modulo 2**64, or 0 for NaN and infinities."""
     k, s, m, e = _decode(x, _FMTS[fmt])
     if k != _FINITE:
         return 0
