@@ -72,14 +72,12 @@ class OperandField:
             word |= ((v >> vlo) & ((1 << (hi - lo + 1)) - 1)) << lo
         return word
 
-    def values(self) -> range | list[int]:
+    def values(self) -> range:
         """Every encodable value (used by tests and the fuzzer)."""
         step = 1 << min(vlo for _, _, vlo in self.placements)
-        if self.signed:
-            r = range(-(1 << (self.width - 1)), 1 << (self.width - 1), step)
-        else:
-            r = range(0, 1 << self.width, step)
-        return [v + self.bias for v in r]
+        lo, hi = ((-(1 << (self.width - 1)), 1 << (self.width - 1)) if self.signed
+                  else (0, 1 << self.width))
+        return range(lo + self.bias, hi + self.bias, step)
 
 
 def _f(name, attrs, placements, width, signed=False, bias=0, nonzero=False):
@@ -161,7 +159,9 @@ class Encoding:
         return word & self.mask == self.match
 
     def encode(self, **ops: int) -> int:
-        """Build an instruction word from operand values (the inverse of decoding)."""
+        """Build an instruction word from operand values (the inverse of decoding).
+        Values the encoding reserves (a zero ``nonzero`` immediate, a forbidden register)
+        raise ValueError: they would decode as something else."""
         word = self.match
         for f in self.operands:
             vals = {ops[a] for a in f.attrs if a in ops}
@@ -169,7 +169,16 @@ class Encoding:
                 raise ValueError(f"{self.name}: {f.attrs} must be equal")
             if not vals:
                 raise ValueError(f"{self.name}: missing operand {f.attrs[0]}")
-            word |= f.insert(vals.pop())
+            v = vals.pop()
+            if f.nonzero and v == 0:
+                raise ValueError(f"{self.name}: {f.attrs[0]} must not be 0")
+            word |= f.insert(v)
+        for a, v in self.forbid.items():
+            if ops.get(a, self.fixed.get(a)) == v:
+                raise ValueError(f"{self.name}: {a}={v} is reserved")
+        for a, v in self.fixed.items():
+            if a in ops and ops[a] != v:
+                raise ValueError(f"{self.name}: {a} is fixed to {v}")
         return word
 
 
