@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dbtlab.ir.builder import (CANONICAL_NAN, CSR_CYCLE, CSR_FCSR, CSR_FFLAGS, CSR_FRM,
-                               CSR_INSTRET, CSR_TIME, MASK64, RM_DYN, RM_RMM, Builder)
+                               CSR_INSTRET, CSR_TIME, FLAG_NV, FP_EXP_MASK, FP_SIGN, MASK64,
+                               RM_DYN, RM_RMM, Builder)
 from dbtlab.ir.env import (H_GET_FFLAGS, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS, H_SET_FRM,
                            HELPERS_OFF, JC_BITS, JC_OFF, SLOTS_OFF)
 from dbtlab.ir.interp import InterpBuilder
@@ -690,7 +691,35 @@ class LLVMBuilder(Builder):
                 "sqrt": "sqrt", "fma": "fma"}[op]
         r = self._constrained(name, _SFX[fmt], ty, vals, True)
         self._end_rounding(saved)
-        return self._from_fp(r, fmt)
+        if op != "fma":
+            return self._from_fp(r, fmt)
+        bits = self._from_fp(r, fmt, canon=False)
+        isnan = self.f_is_nan(bits, fmt)
+        self._fma_invalid_quirk(isnan, args, fmt)
+        return self.select(isnan, self.const(CANONICAL_NAN[fmt]), bits)
+
+    def _fma_invalid_quirk(self, isnan, args, fmt: int) -> None:
+        """x86 FMA raises no invalid flag for inf*0 + quiet NaN; RISC-V requires NV there.
+        Checked only when the result is a NaN (a cold path), so ordinary fmas pay a branch."""
+        lnan, lj = self._label(), self._label()
+        self.e(f"br i1 {isnan}, label %{lnan}, label %{lj}")
+        self.put_label(lnan)
+        a, b, c = args
+        mag = self.const(FP_SIGN[fmt] - 1)
+
+        def is_inf(v):
+            return self.eq(self.and_(v, mag), self.const(FP_EXP_MASK[fmt]))
+
+        def is_zero(v):
+            return self.eq(self.and_(v, mag), self.const(0))
+
+        inf_zero = self.bop("or", self.bop("and", is_inf(a), is_zero(b)),
+                            self.bop("and", is_zero(a), is_inf(b)))
+        qnan_c = self.bop("and", self.f_is_nan(c, fmt), self.bop("not", self.f_is_snan(c, fmt)))
+        self.fflags_or(self.select(self.bop("and", inf_zero, qnan_c), self.const(FLAG_NV),
+                                   self.const(0)))
+        self.e(f"br label %{lj}")
+        self.put_label(lj)
 
     def fcvt_ff(self, x, src, dst, rm):
         v = f"{_FTY[src]} {self._to_fp(x, src)}"
