@@ -7,3 +7,22 @@ lowerings, JIT), ``dbtlab.runtime`` (ELF loader, memory, syscalls, accelerators,
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["run", "Result", "Machine", "RunConfig", "StartConfig", "__version__"]
+
+
+def __getattr__(name: str):
+    """The public API, imported on first use (``import dbtlab`` stays cheap)."""
+    if name in ("run", "Result"):
+        from dbtlab import api
+        return getattr(api, name)
+    if name == "Machine":
+        from dbtlab.runtime.machine import Machine
+        return Machine
+    if name == "RunConfig":
+        from dbtlab.runtime.config import RunConfig
+        return RunConfig
+    if name == "StartConfig":
+        from dbtlab.runtime.loader import StartConfig
+        return StartConfig
+    raise AttributeError(f"module 'dbtlab' has no attribute {name!r}")
