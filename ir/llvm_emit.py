@@ -84,6 +84,23 @@ _RMM_NATIVE = frozenset({"fcvt.w.s", "fcvt.wu.s", "fcvt.l.s", "fcvt.lu.s", "fcvt
                          "fcvt.d.wu"})
 
 
+#: instructions that can leave the block part-way (host fault, misaligned atomic): the
+#: block's completed writes are stored before them
+_MEMORY = frozenset({"lb", "lh", "lw", "ld", "lbu", "lhu", "lwu", "sb", "sh", "sw", "sd",
+                     "flw", "fld", "fsw", "fsd", "lr.w", "lr.d", "sc.w", "sc.d"})
+
+
+def may_leave(insn: Insn) -> bool:
+    """Can this instruction exit the block before completing? Memory accesses (host
+    faults), atomics, FP with a dynamic rounding mode (invalid frm or RMM: interpreter),
+    static RMM (interpreter)."""
+    name = insn.name
+    if name in _MEMORY or name.startswith("amo"):
+        return True
+    return insn.rm == RM_DYN and insn.enc is not None and \
+        any(f.name == "rm" for f in insn.enc.operands) or needs_interpreter(insn)
+
+
 @dataclass
 class Slot:
     """A direct exit: a chain slot in the environment, initially the EXIT_CHAIN stub."""
@@ -132,6 +149,7 @@ class ModuleEmitter:
                 break
         blk.insns = kept
         if not b.terminated:
+            b.flush()
             b.direct_exit(blk.end)
         self.functions.append(b.finish(len(kept)))
         code.ir_lines = len(b.lines)
@@ -163,7 +181,7 @@ class LLVMBuilder(Builder):
         self.code: BlockCode | None = None
         self.cache: dict[tuple, object] = {}   # committed register values
         self.pending: dict[tuple, object] = {}  # this instruction's writes
-        self.ptrs: dict[int, str] = {}         # state offset -> pointer SSA name
+        self.dirty: dict[tuple, object] = {}    # completed writes not stored yet
         self.exits: dict[tuple, str] = {}      # (k, reason) -> exit label
         self.exit_bodies: list[str] = []
         self.phi: list[tuple[str, str]] = []   # (function pointer, predecessor label)
@@ -200,11 +218,15 @@ class LLVMBuilder(Builder):
             return lit(x)
         return x
 
-    def ptr(self, off: int) -> str:
-        p = self.ptrs.get(off)
-        if p is None:
-            p = self.ptrs[off] = f"%p{off}"
-        return p
+    def ptr(self, off: int, out: list[str] | None = None) -> str:
+        """A pointer to a state field, computed right where it is used: at codegen level 0
+        a GEP in the same basic block folds into the access's addressing mode, while one
+        hoisted to the entry block is materialised and spilled."""
+        self.n += 1
+        r = f"%g{self.n}"
+        (self.lines if out is None else out).append(
+            f"  {r} = getelementptr i8, ptr %st, i64 {off}")
+        return r
 
     def intrinsic(self, text: str) -> None:
         self.mod.decls.add(text)
@@ -212,11 +234,8 @@ class LLVMBuilder(Builder):
     def helper_ptr(self, index: int, out: list[str] | None = None) -> str:
         """Load a support function pointer from the environment."""
         r = self._v()
-        line = f"{r} = load ptr, ptr {self.ptr(HELPERS_OFF + 8 * index)}"
-        if out is None:
-            self.e(line)
-        else:
-            out.append("  " + line)
+        line = f"  {r} = load ptr, ptr {self.ptr(HELPERS_OFF + 8 * index, out)}"
+        (self.lines if out is None else out).append(line)
         return r
 
     def to_exit(self, fn: str) -> None:
@@ -230,6 +249,8 @@ class LLVMBuilder(Builder):
         self.next_pc = (pc + insn.length) & MASK64
         self.pending = {}
         self.marked = False
+        if may_leave(insn):
+            self.flush()
         if needs_interpreter(insn):
             self.e(f"br label %{self.exit_label(k, EXIT_INTERP_ONE)}")
             self.terminated = True
@@ -239,11 +260,19 @@ class LLVMBuilder(Builder):
             self.commit()
 
     def commit(self) -> None:
-        """Store this instruction's register writes; they become the block's values."""
-        for key, v in self.pending.items():
+        """The instruction completed: its writes become the block's register values. They
+        reach the state in memory at the next flush."""
+        if self.pending:
+            self.cache.update(self.pending)
+            self.dirty.update(self.pending)
+            self.pending = {}
+
+    def flush(self) -> None:
+        """Store the completed instructions' register writes (before anything that can
+        leave the block, so every exit sees exactly the state before its instruction)."""
+        for key, v in self.dirty.items():
             self.e(f"store i64 {self.a(v)}, ptr {self.ptr(self._key_offset(key))}")
-            self.cache[key] = v
-        self.pending = {}
+        self.dirty = {}
 
     @staticmethod
     def _key_offset(key: tuple) -> int:
@@ -263,12 +292,12 @@ class LLVMBuilder(Builder):
             lab = self.exits[key] = f"X{k}_{reason}"
             pc = self.pc if pc is None else pc
             ran = k + 1 if reason == EXIT_FENCE_I else k
-            body = [f"{lab}:",
-                    f"  store i64 {lit(pc)}, ptr {self.ptr(OFF_PC)}",
-                    f"  %ic_{lab} = sub i64 %ic2, @N{ran}@",
-                    f"  store i64 %ic_{lab}, ptr {self.ptr(OFF_ICOUNT)}"]
+            body = [f"{lab}:"]
+            body.append(f"  store i64 {lit(pc)}, ptr {self.ptr(OFF_PC, body)}")
+            body.append(f"  %ic_{lab} = sub i64 %ic2, @N{ran}@")
+            body.append(f"  store i64 %ic_{lab}, ptr {self.ptr(OFF_ICOUNT, body)}")
             if reason == EXIT_ILLEGAL:
-                body.append(f"  store i64 {self.insn.word}, ptr {self.ptr(OFF_AUX)}")
+                body.append(f"  store i64 {self.insn.word}, ptr {self.ptr(OFF_AUX, body)}")
             fn = self.helper_ptr(reason, body)
             body.append("  br label %exit")
             self.phi.append((fn, lab))
@@ -276,26 +305,21 @@ class LLVMBuilder(Builder):
         return lab
 
     def finish(self, ninsns: int) -> str:
-        head = [f"define internal i64 @{self.fname}(ptr %st) #0 {{", "entry:"]
-        for off in (OFF_ICOUNT, OFF_LIMIT, OFF_PC) + ((OFF_GUEST_BASE,) if self.uses_memory
-                                                        else ()):
-            self.ptr(off)
-        budget_fn = self.helper_ptr(EXIT_BUDGET, [])    # name only; emitted below
-        for off, name in sorted(self.ptrs.items()):
-            head.append(f"  {name} = getelementptr i8, ptr %st, i64 {off}")
-        head += [f"  %ic = load i64, ptr %p{OFF_ICOUNT}",
-                 f"  %lim = load i64, ptr %p{OFF_LIMIT}",
-                 f"  %ic2 = add i64 %ic, {ninsns}",
-                 "  %ok = icmp ule i64 %ic2, %lim",
-                 "  br i1 %ok, label %body, label %nobudget",
-                 "nobudget:",
-                 f"  store i64 {lit(self.code.block.pc)}, ptr %p{OFF_PC}",
-                 f"  {budget_fn} = load ptr, ptr %p{HELPERS_OFF + 8 * EXIT_BUDGET}",
-                 "  br label %exit",
-                 "body:",
-                 f"  store i64 %ic2, ptr %p{OFF_ICOUNT}"]
+        head = [f"define internal i64 @{self.fname}(ptr %st) #0 {{", "entry:",
+                f"  %pic = getelementptr i8, ptr %st, i64 {OFF_ICOUNT}",
+                f"  %plim = getelementptr i8, ptr %st, i64 {OFF_LIMIT}",
+                "  %ic = load i64, ptr %pic",
+                "  %lim = load i64, ptr %plim",
+                f"  %ic2 = add i64 %ic, {ninsns}",
+                "  %ok = icmp ule i64 %ic2, %lim",
+                "  br i1 %ok, label %body, label %nobudget",
+                "nobudget:"]
+        head.append(f"  store i64 {lit(self.code.block.pc)}, ptr {self.ptr(OFF_PC, head)}")
+        budget_fn = self.helper_ptr(EXIT_BUDGET, head)
+        head += ["  br label %exit", "body:", "  %pic2 = getelementptr i8, ptr %st, i64 "
+                 f"{OFF_ICOUNT}", "  store i64 %ic2, ptr %pic2"]
         if self.uses_memory:
-            head.append(f"  %gb = load i64, ptr %p{OFF_GUEST_BASE}")
+            head.append(f"  %gb = load i64, ptr {self.ptr(OFF_GUEST_BASE, head)}")
         self.phi.append((budget_fn, "nobudget"))
         tail = ["exit:",
                 "  %fn = phi ptr " + ", ".join(f"[ {f}, %{lab} ]" for f, lab in self.phi),
@@ -412,7 +436,12 @@ class LLVMBuilder(Builder):
         if bits == 64:
             return x
         r = self._v()
-        self.e(f"{r} = and i64 {x}, {lit((1 << bits) - 1)}")
+        if bits in (8, 16, 32):      # folds to a plain register move at codegen level 0
+            t = self._v()
+            self.e(f"{t} = trunc i64 {x} to i{bits}")
+            self.e(f"{r} = zext i{bits} {t} to i64")
+        else:
+            self.e(f"{r} = and i64 {x}, {lit((1 << bits) - 1)}")
         return r
 
     def bool_to_int(self, c):
@@ -525,7 +554,8 @@ class LLVMBuilder(Builder):
         p = self._host_ptr(addr)
         ity = f"i{8 * size}"
         raw = self._v()
-        self.e(f"{raw} = load {ity}, ptr {p}, align 1")
+        # volatile: a load whose value is discarded (rd = x0) must still fault
+        self.e(f"{raw} = load volatile {ity}, ptr {p}, align 1")
         if size == 8:
             return raw
         r = self._v()
@@ -595,6 +625,7 @@ class LLVMBuilder(Builder):
     # ---- control ---------------------------------------------------------------------
     def jump(self, target):
         self.commit()
+        self.flush()
         self.terminated = True
         if isinstance(target, int):
             self.direct_exit(target)
@@ -603,6 +634,7 @@ class LLVMBuilder(Builder):
 
     def branch(self, cond, target):
         self.commit()
+        self.flush()
         self.terminated = True
         if isinstance(cond, bool):
             self.direct_exit(target if cond else self.next_pc)
@@ -618,9 +650,11 @@ class LLVMBuilder(Builder):
         self.terminated = True
         if kind == "fence.i":
             self.commit()
+            self.flush()
             lab = self.exit_label(self.k, EXIT_FENCE_I, pc=self.next_pc)
         else:
             self.pending = {}
+            self.flush()
             reason = {"ecall": EXIT_ECALL, "ebreak": EXIT_EBREAK, "illegal": EXIT_ILLEGAL}[kind]
             lab = self.exit_label(self.k, reason)
         self.e(f"br label %{lab}")
@@ -769,8 +803,7 @@ class LLVMBuilder(Builder):
         if isinstance(flags, int) and flags == 0:
             return
         old, new = self._v(), self._v()
-        p = self.ptr(OFF_FFLAGS)
-        self.e(f"{old} = load i64, ptr {p}")
+        self.e(f"{old} = load i64, ptr {self.ptr(OFF_FFLAGS)}")
         self.e(f"{new} = or i64 {old}, {self.a(flags)}")
-        self.e(f"store i64 {new}, ptr {p}")
+        self.e(f"store i64 {new}, ptr {self.ptr(OFF_FFLAGS)}")
 
