@@ -53,6 +53,10 @@ _FROUND = {0: "roundeven", 1: "trunc", 2: "floor", 3: "ceil", 4: "round"}
 _STRICT = 'metadata !"fpexcept.strict"'
 _DYN = 'metadata !"round.dynamic"'
 
+#: calling convention of block functions and exit stubs: with no callee-saved registers,
+#: a chained transition does not save and restore registers around the tail call
+CC = "preserve_nonecc"
+
 OFF_PC = offset("pc")
 OFF_ICOUNT = offset("icount")
 OFF_LIMIT = offset("icount_limit")
@@ -182,6 +186,7 @@ class LLVMBuilder(Builder):
         self.cache: dict[tuple, object] = {}   # committed register values
         self.pending: dict[tuple, object] = {}  # this instruction's writes
         self.dirty: dict[tuple, object] = {}    # completed writes not stored yet
+        self.after: set[int] = set()            # @Nk@ placeholders used
         self.exits: dict[tuple, str] = {}      # (k, reason) -> exit label
         self.exit_bodies: list[str] = []
         self.phi: list[tuple[str, str]] = []   # (function pointer, predecessor label)
@@ -295,6 +300,7 @@ class LLVMBuilder(Builder):
             body = [f"{lab}:"]
             body.append(f"  store i64 {lit(pc)}, ptr {self.ptr(OFF_PC, body)}")
             body.append(f"  %ic_{lab} = sub i64 %ic2, @N{ran}@")
+            self.after.add(ran)
             body.append(f"  store i64 %ic_{lab}, ptr {self.ptr(OFF_ICOUNT, body)}")
             if reason == EXIT_ILLEGAL:
                 body.append(f"  store i64 {self.insn.word}, ptr {self.ptr(OFF_AUX, body)}")
@@ -305,7 +311,7 @@ class LLVMBuilder(Builder):
         return lab
 
     def finish(self, ninsns: int) -> str:
-        head = [f"define internal i64 @{self.fname}(ptr %st) #0 {{", "entry:",
+        head = [f"define internal {CC} i64 @{self.fname}(ptr %st) #0 {{", "entry:",
                 f"  %pic = getelementptr i8, ptr %st, i64 {OFF_ICOUNT}",
                 f"  %plim = getelementptr i8, ptr %st, i64 {OFF_LIMIT}",
                 "  %ic = load i64, ptr %pic",
@@ -323,10 +329,10 @@ class LLVMBuilder(Builder):
         self.phi.append((budget_fn, "nobudget"))
         tail = ["exit:",
                 "  %fn = phi ptr " + ", ".join(f"[ {f}, %{lab} ]" for f, lab in self.phi),
-                "  %r = musttail call i64 %fn(ptr %st)",
+                f"  %r = musttail call {CC} i64 %fn(ptr %st)",
                 "  ret i64 %r", "}"]
         text = "\n".join(head + self.lines + self.exit_bodies + tail)
-        for ran in range(ninsns + 1):     # @Nk@: instructions of the block after the kth
+        for ran in self.after:    # @Nk@: how many of the block's instructions follow the kth
             text = text.replace(f"@N{ran}@", str(ninsns - ran))
         return text
 
@@ -514,6 +520,7 @@ class LLVMBuilder(Builder):
             # instructions retired before this one: icount at block entry + k
             r = self._v()
             self.e(f"{r} = sub i64 %ic2, @N{self.k}@")
+            self.after.add(self.k)
             return r
         raise ValueError(f"unsupported CSR {csr:#x}")
 

@@ -152,7 +152,7 @@ start:
   %hasfirst = icmp ne ptr %first, null
   br i1 %hasfirst, label %callfirst, label %loop
 callfirst:
-  %r0 = call i64 %first(ptr %st)
+  %r0 = call preserve_nonecc i64 %first(ptr %st)
   br label %check
 loop:
   %pc = load i64, ptr %pcp
@@ -167,7 +167,7 @@ loop:
 go:
   %fp = getelementptr i8, ptr %ep, i64 8
   %fn = load ptr, ptr %fp
-  %r1 = call i64 %fn(ptr %st)
+  %r1 = call preserve_nonecc i64 %fn(ptr %st)
   br label %check
 check:
   %r = phi i64 [ %r0, %callfirst ], [ %r1, %go ]
@@ -183,7 +183,7 @@ out:
 
 
 def support_ir() -> str:
-    stubs = "\n".join(f"define i64 @dbt_exit_{n}(ptr %st) {{\n  ret i64 {n}\n}}"
+    stubs = "\n".join(f"define preserve_nonecc i64 @dbt_exit_{n}(ptr %st) {{\n  ret i64 {n}\n}}"
                       for n in range(NUM_EXITS))
     subst = {
         "RC_TABLE": RC_TABLE, "MXCSR_DEFAULT": MXCSR_DEFAULT,
