@@ -128,14 +128,17 @@ class TranslationCache:
                 if tb is None:
                     continue
                 gone.append(tb)
-        for tb in gone:
+        for tb in gone:               # first unchain everything into the removed blocks
             tb.valid = False
             for sid in list(tb.incoming):
-                self.unlink(sid)
+                if sid in self.slots:
+                    self.unlink(sid)
+        for tb in gone:               # then their own exits, whose numbers are reused
             for sid in tb.slots:
-                self.unlink(sid)
-                del self.slots[sid]
-                self._free.append(sid)
+                if sid in self.slots:
+                    self.unlink(sid)
+                    del self.slots[sid]
+                    self._free.append(sid)
             for pn in tb.block.pages:
                 keys = self.by_page.get(pn)
                 if keys is not None:
