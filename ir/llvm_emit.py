@@ -66,6 +66,7 @@ OFF_FRM = offset("frm")
 OFF_FKIND = offset("fault_kind")
 OFF_FADDR = offset("fault_addr")
 OFF_GUEST_BASE = offset("guest_base")
+OFF_ADDR_LIMIT = offset("addr_limit")
 
 
 def lit(v: int) -> str:
@@ -187,6 +188,7 @@ class LLVMBuilder(Builder):
         self.pending: dict[tuple, object] = {}  # this instruction's writes
         self.dirty: dict[tuple, object] = {}    # completed writes not stored yet
         self.after: set[int] = set()            # @Nk@ placeholders used
+        self.narrow: dict[str, str] = {}        # i64 value -> the i32 it zero-extends
         self.exits: dict[tuple, str] = {}      # (k, reason) -> exit label
         self.exit_bodies: list[str] = []
         self.phi: list[tuple[str, str]] = []   # (function pointer, predecessor label)
@@ -325,7 +327,8 @@ class LLVMBuilder(Builder):
         head += ["  br label %exit", "body:", "  %pic2 = getelementptr i8, ptr %st, i64 "
                  f"{OFF_ICOUNT}", "  store i64 %ic2, ptr %pic2"]
         if self.uses_memory:
-            head.append(f"  %gb = load i64, ptr {self.ptr(OFF_GUEST_BASE, head)}")
+            head.append(f"  %gb = load ptr, ptr {self.ptr(OFF_GUEST_BASE, head)}")
+            head.append(f"  %alim = load i64, ptr {self.ptr(OFF_ADDR_LIMIT, head)}")
         self.phi.append((budget_fn, "nobudget"))
         tail = ["exit:",
                 "  %fn = phi ptr " + ", ".join(f"[ {f}, %{lab} ]" for f, lab in self.phi),
@@ -388,6 +391,13 @@ class LLVMBuilder(Builder):
         if xi and x == 0 and op in ("add", "or", "xor"):
             return y
         r = self._v()
+        if op == "lshr" and yi and (y & 63) < 32 and x in self.narrow:
+            # a 32-bit value shifted right stays 32-bit (srliw, srlw): shift the i32
+            s32 = self._v()
+            self.e(f"{s32} = lshr i32 {self.narrow[x]}, {y & 63}")
+            self.e(f"{r} = zext i32 {s32} to i64")
+            self.narrow[r] = s32
+            return r
         if op in ("shl", "lshr", "ashr"):
             if yi:
                 y &= 63
@@ -431,7 +441,11 @@ class LLVMBuilder(Builder):
             return _FOLD.sext(x, bits)
         if bits == 64:
             return x
-        t, r = self._v(), self._v()
+        r = self._v()
+        if bits == 32 and x in self.narrow:
+            self.e(f"{r} = sext i32 {self.narrow[x]} to i64")
+            return r
+        t = self._v()
         self.e(f"{t} = trunc i64 {x} to i{bits}")
         self.e(f"{r} = sext i{bits} {t} to i64")
         return r
@@ -446,6 +460,8 @@ class LLVMBuilder(Builder):
             t = self._v()
             self.e(f"{t} = trunc i64 {x} to i{bits}")
             self.e(f"{r} = zext i{bits} {t} to i64")
+            if bits == 32:
+                self.narrow[r] = t
         else:
             self.e(f"{r} = and i64 {x}, {lit((1 << bits) - 1)}")
         return r
@@ -546,15 +562,15 @@ class LLVMBuilder(Builder):
             self.e(f"store i64 {lit(self.pc)}, ptr {self.ptr(OFF_PC)}")
             self.marked = True
         self.uses_memory = True
-        h, p = self._v(), self._v()
+        p = self._v()
         if isinstance(addr, int):
-            self.e(f"{h} = add i64 %gb, {min(addr, ADDR_LIMIT)}")
+            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {min(addr, ADDR_LIMIT)}")
         else:
+            # addresses beyond the guest address space land in the guard pages
             inb, c = self._v(), self._v()
-            self.e(f"{inb} = icmp ult i64 {addr}, {ADDR_LIMIT}")
-            self.e(f"{c} = select i1 {inb}, i64 {addr}, i64 {ADDR_LIMIT}")
-            self.e(f"{h} = add i64 %gb, {c}")
-        self.e(f"{p} = inttoptr i64 {h} to ptr")
+            self.e(f"{inb} = icmp ult i64 {addr}, %alim")
+            self.e(f"{c} = select i1 {inb}, i64 {addr}, i64 %alim")
+            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {c}")
         return p
 
     def load(self, addr, size, signed):

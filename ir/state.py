@@ -70,6 +70,7 @@ FIELDS: tuple[Field, ...] = (
     Field("fault_kind", 1, "FAULT_* for EXIT_FAULT"),
     Field("fault_addr", 1, "faulting guest address for EXIT_FAULT"),
     Field("guest_base", 1, "host address of guest address 0 in the guest view"),
+    Field("addr_limit", 1, "size of the guest address space (kept in a register by blocks)"),
     Field("host_pc", 1, "host pc of a host fault in translated code"),
     Field("host_err", 1, "x86 page-fault error code of a host fault (bit 1: write)"),
 )

@@ -85,6 +85,8 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
                    help="deterministic clocks derived from the instruction count")
     r.add_argument("--stats", action="store_true",
                    help="print execution and translation statistics on exit")
+    r.add_argument("--stats-json", metavar="FILE",
+                   help="write the statistics (and the run's outcome) as JSON to FILE")
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
@@ -112,11 +114,14 @@ def cmd_run(a: argparse.Namespace) -> int:
     from dbtlab.runtime.machine import Machine
     cfg = config_from_args(a)
     m = Machine(a.program, [a.program] + a.args, env=guest_env(a), config=cfg)
+    res = None
     try:
         res = m.run()
     finally:
         if a.stats:
             print_stats(m)
+        if a.stats_json:
+            write_stats_json(a.stats_json, m, res)
         m.close()
     if res.stopped:
         print(f"dbtlab: {res.message}", file=sys.stderr)
@@ -142,6 +147,15 @@ def print_stats(m) -> None:
               f"{1e3 * s['compile_seconds']:.1f} ms compiling; median "
               f"{s.get('median_us_per_block', 0):.0f} us/block; {s['links']} links, "
               f"{s['invalidated']} invalidated, {s['flushes']} flushes", file=out)
+
+
+def write_stats_json(path: str, m, res) -> None:
+    import json
+    d = m.stats()
+    if res is not None:
+        d.update(status=res.status, signal=res.signal, wall=res.wall, stopped=res.stopped)
+    with open(path, "w") as f:
+        json.dump(d, f, indent=1, default=str)
 
 
 def cmd_disas(a: argparse.Namespace) -> int:

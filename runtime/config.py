@@ -17,6 +17,7 @@ DEBUG_FLAGS = {
     "out_asm": "print the host assembly of each translated module",
     "nochain": "never chain blocks: every block exit returns to the dispatcher",
     "exits": "report every exit from translated code to Python (syscalls, misses, ...)",
+    "perfmap": "write /tmp/perf-PID.map so `perf report` names translated blocks",
 }
 
 ACCELS = ("llvm", "interp", "unicorn")

@@ -16,6 +16,7 @@ Every such exit is counted by reason in ``stats.exits``.
 from __future__ import annotations
 
 import bisect
+import gc
 import ctypes
 import itertools
 import logging
@@ -32,7 +33,7 @@ from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, E
                              EXIT_LOOKUP, EXIT_MISS, EXIT_NAMES)
 from dbtlab.runtime.accel.base import AccelStats, Accelerator, Exit
 from dbtlab.runtime.accel.interp import InterpAccel
-from dbtlab.runtime.memory import PAGE_SHIFT, GuestFault
+from dbtlab.runtime.memory import ADDR_LIMIT, PAGE_SHIFT, GuestFault
 from dbtlab.translator.block import form_block
 from dbtlab.translator.decode import decode
 from dbtlab.translator.insn import Insn
@@ -73,6 +74,8 @@ class TranslationStats(AccelStats):
         ub = sorted(self.us_per_block())
         if ub:
             d["median_us_per_block"] = ub[len(ub) // 2]
+        if self.blocks:
+            d["us_per_block"] = 1e6 * (self.emit_seconds + self.compile_seconds) / self.blocks
         return d
 
 
@@ -152,7 +155,17 @@ class LLVMAccel(Accelerator):
     def translate(self, pc: int, limit: int | None = None) -> TB:
         """Translate the block at pc — and, for a full block, its statically reachable
         successors up to the batch size — into one module. Raises GuestFault if pc
-        cannot be fetched."""
+        cannot be fetched. (Python's cyclic GC is paused meanwhile: translation makes
+        many short-lived objects and no cycles.)"""
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            return self._translate(pc, limit)
+        finally:
+            if gc_was:
+                gc.enable()
+
+    def _translate(self, pc: int, limit: int | None) -> TB:
         if (self._insns_since_flush > CODE_CACHE_INSNS
                 or self.cache.free_slots() < 4 * self.cfg.batch_blocks + 16):
             self._flush()
@@ -201,6 +214,8 @@ class LLVMAccel(Accelerator):
             ninsns += len(blk.insns)
             if "in_asm" in self.debug:
                 self._dump_in_asm(tb)
+        if "perfmap" in self.debug:
+            self._perf_map(mod.blocks, addrs)
         if self.cfg.chain:      # link what can be linked now, saving an exit per edge
             for rec in new_slots:
                 tgt = self.cache.blocks.get((rec.target_pc, None))
@@ -218,6 +233,18 @@ class LLVMAccel(Accelerator):
             st.truncated += 1
         return self.cache.blocks[(pc, limit)]
 
+    def _perf_map(self, blocks, addrs) -> None:
+        """Append the module's block functions to /tmp/perf-PID.map (perf's JIT symbol
+        convention). A function's size is the distance to the next one in the module."""
+        import os
+        starts = sorted(addrs[c.table_index] for c in blocks)
+        with open(f"/tmp/perf-{os.getpid()}.map", "a") as f:
+            for c in blocks:
+                a = addrs[c.table_index]
+                nxt = next((s for s in starts if s > a), a + 1024)
+                sym = self.machine.where_symbol(c.block.pc).split(" ", 1)[-1].strip("<>")
+                f.write(f"{a:x} {nxt - a:x} guest_{c.block.pc:x}_{sym}\n")
+
     def _dump_in_asm(self, tb: TB) -> None:
         try:
             from dbtlab.translator.disasm import disasm
@@ -234,6 +261,7 @@ class LLVMAccel(Accelerator):
         st = self.env.state
         st.copy_from(self.machine.cpu)
         st.guest_base = self.mem.guest_base
+        st.addr_limit = ADDR_LIMIT
         st.icount = instret
         st.icount_limit = instret + budget
 
@@ -341,6 +369,7 @@ class LLVMAccel(Accelerator):
         icount, limit = st.icount + ex.executed, st.icount_limit
         st.copy_from(self.machine.cpu)
         st.guest_base = self.mem.guest_base
+        st.addr_limit = ADDR_LIMIT
         st.icount, st.icount_limit = icount, limit
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1
