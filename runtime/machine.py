@@ -76,15 +76,22 @@ class Machine:
         self.accel = make_accel(self.config.accel, self)
 
     # ---- running ---------------------------------------------------------------------
-    def run(self) -> RunResult:
+    def run(self, stop_at: int | None = None) -> RunResult:
+        """Run until the guest exits or dies, or until ``stop_at`` instructions have been
+        retired in total (then ``stopped`` is set and ``run`` may be called again to go
+        on exactly where it stopped). ``config.max_insns`` is a stop_at for the whole run."""
         t0 = time.perf_counter()
-        res = self._loop()
+        limits = [x for x in (self.config.max_insns, stop_at) if x is not None]
+        res = self._loop(min(limits) if limits else None)
         res.wall = time.perf_counter() - t0
         res.stats = self.stats()
         return res
 
-    def _loop(self) -> RunResult:
-        limit = self.config.max_insns
+    @property
+    def exited(self) -> bool:
+        return self.proc.exit_status is not None or self.proc.killed_by is not None
+
+    def _loop(self, limit: int | None) -> RunResult:
         proc = self.proc
         while True:
             budget = RUN_CHUNK if limit is None else limit - self.instret
