@@ -29,6 +29,7 @@ H_SET_FFLAGS = NUM_EXITS + 1
 H_SET_FRM = NUM_EXITS + 2
 H_RM_PUSH = NUM_EXITS + 3
 H_RM_POP = NUM_EXITS + 4
+H_PROF_EDGE = NUM_EXITS + 5
 NUM_HELPERS = NUM_EXITS + 8
 JC_BITS = 12
 JC_ENTRIES = 1 << JC_BITS
@@ -38,6 +39,12 @@ SLOTS_OFF = JC_OFF + 16 * JC_ENTRIES
 ENV_SIZE = SLOTS_OFF + 8 * MAX_SLOTS
 
 JC_EMPTY = 1                     # odd: never a guest pc
+
+# profiling
+PROF_MAX_BLOCKS = 1 << 20        # block ids per JIT engine generation
+PROF_EDGE_BITS = 16              # dynamic edge table: 2**16 {key, count} entries
+PROF_KIND_SHIFT = 24             # prof_last = block id | kind << 24 (ids < 2**20)
+PROF_INDIRECT, PROF_DISPATCH, PROF_EXIT = 1, 2, 3
 
 
 class JITEnv:

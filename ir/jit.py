@@ -23,7 +23,8 @@ from typing import TextIO
 
 import llvmlite.binding as llvm
 
-from dbtlab.ir.env import H_GET_FFLAGS, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS, H_SET_FRM
+from dbtlab.ir.env import (H_GET_FFLAGS, H_PROF_EDGE, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS,
+                           H_SET_FRM)
 from dbtlab.ir.state import NUM_EXITS
 from dbtlab.ir.support_ir import support_ir
 
@@ -101,7 +102,7 @@ class JITEngine:
                         for n in range(NUM_EXITS)}
         for idx, name in ((H_GET_FFLAGS, "dbt_get_fflags"), (H_SET_FFLAGS, "dbt_set_fflags"),
                           (H_SET_FRM, "dbt_set_frm"), (H_RM_PUSH, "dbt_rm_push"),
-                          (H_RM_POP, "dbt_rm_pop")):
+                          (H_RM_POP, "dbt_rm_pop"), (H_PROF_EDGE, "dbt_prof_edge")):
             self.helpers[idx] = self.ee.get_function_address(name)
         self.generation += 1
 

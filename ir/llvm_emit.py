@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from dbtlab.ir.builder import (CANONICAL_NAN, CSR_CYCLE, CSR_FCSR, CSR_FFLAGS, CSR_FRM,
                                CSR_INSTRET, CSR_TIME, FLAG_NV, FP_EXP_MASK, FP_SIGN, MASK64,
                                RM_DYN, RM_RMM, Builder)
-from dbtlab.ir.env import (H_GET_FFLAGS, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS, H_SET_FRM,
-                           HELPERS_OFF, JC_BITS, JC_OFF, SLOTS_OFF)
+from dbtlab.ir.env import (H_GET_FFLAGS, H_PROF_EDGE, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS,
+                           H_SET_FRM, HELPERS_OFF, JC_BITS, JC_OFF, PROF_DISPATCH, PROF_EXIT,
+                           PROF_INDIRECT, PROF_KIND_SHIFT, SLOTS_OFF)
 from dbtlab.ir.interp import InterpBuilder
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
                              EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
@@ -67,6 +68,9 @@ OFF_FKIND = offset("fault_kind")
 OFF_FADDR = offset("fault_addr")
 OFF_GUEST_BASE = offset("guest_base")
 OFF_ADDR_LIMIT = offset("addr_limit")
+OFF_PROF_COUNTS = offset("prof_counts")
+OFF_PROF_SLOTS = offset("prof_slots")
+OFF_PROF_LAST = offset("prof_last")
 
 
 def lit(v: int) -> str:
@@ -124,16 +128,19 @@ class BlockCode:
     slots: list[Slot] = field(default_factory=list)
     successors: list[int] = field(default_factory=list)   # static direct targets
     ir_lines: int = 0
+    id: int = 0               # block id (profiling counters); 0 when not profiling
 
 
 class ModuleEmitter:
     """Collects blocks of one translation batch into one module."""
 
-    def __init__(self, name: str, chaining: bool, slot_ids, profile: bool = False) -> None:
+    def __init__(self, name: str, chaining: bool, slot_ids, profile: bool = False,
+                 block_ids=None) -> None:
         self.name = name
         self.chaining = chaining
         self.profile = profile
         self._slot_ids = slot_ids          # callable returning a free slot id
+        self._block_ids = block_ids        # callable returning a new block id (profiling)
         self.decls: set[str] = set()
         self.functions: list[str] = []
         self.table: list[str] = []
@@ -144,7 +151,8 @@ class ModuleEmitter:
         fname = f"b{blk.pc:x}" + (f"_n{blk.limit}" if blk.limit else "") + f"_{self.name}"
         b = LLVMBuilder(self, fname)
         self.table.append(f"ptr @{fname}")
-        code = BlockCode(fname, blk, len(self.table) - 1)
+        code = BlockCode(fname, blk, len(self.table) - 1,
+                         id=self._block_ids() if self._block_ids else 0)
         b.code = code
         kept = []
         for k, (pc, insn) in enumerate(blk.insns):
@@ -306,6 +314,9 @@ class LLVMBuilder(Builder):
             body.append(f"  store i64 %ic_{lab}, ptr {self.ptr(OFF_ICOUNT, body)}")
             if reason == EXIT_ILLEGAL:
                 body.append(f"  store i64 {self.insn.word}, ptr {self.ptr(OFF_AUX, body)}")
+            if self.mod.profile:
+                body.append(f"  store i64 {self.code.id | PROF_EXIT << PROF_KIND_SHIFT}, "
+                            f"ptr {self.ptr(OFF_PROF_LAST, body)}")
             fn = self.helper_ptr(reason, body)
             body.append("  br label %exit")
             self.phi.append((fn, lab))
@@ -320,12 +331,16 @@ class LLVMBuilder(Builder):
                 "  %lim = load i64, ptr %plim",
                 f"  %ic2 = add i64 %ic, {ninsns}",
                 "  %ok = icmp ule i64 %ic2, %lim",
-                "  br i1 %ok, label %body, label %nobudget",
+                "  br i1 %ok, label %" + ("bodyp" if self.mod.profile else "body")
+                + ", label %nobudget",
                 "nobudget:"]
         head.append(f"  store i64 {lit(self.code.block.pc)}, ptr {self.ptr(OFF_PC, head)}")
         budget_fn = self.helper_ptr(EXIT_BUDGET, head)
-        head += ["  br label %exit", "body:", "  %pic2 = getelementptr i8, ptr %st, i64 "
-                 f"{OFF_ICOUNT}", "  store i64 %ic2, ptr %pic2"]
+        head += ["  br label %exit", "body:" if not self.mod.profile else "bodyp:",
+                 f"  %pic2 = getelementptr i8, ptr %st, i64 {OFF_ICOUNT}",
+                 "  store i64 %ic2, ptr %pic2"]
+        if self.mod.profile:
+            head += self._profile_entry()
         if self.uses_memory:
             head.append(f"  %gb = load ptr, ptr {self.ptr(OFF_GUEST_BASE, head)}")
             head.append(f"  %alim = load i64, ptr {self.ptr(OFF_ADDR_LIMIT, head)}")
@@ -339,22 +354,51 @@ class LLVMBuilder(Builder):
             text = text.replace(f"@N{ran}@", str(ninsns - ran))
         return text
 
+    def _profile_entry(self) -> list[str]:
+        """Profiling: count this block's execution and record a pending dynamic edge."""
+        bid = self.code.id
+        out: list[str] = []
+        out.append(f"  %prc = load ptr, ptr {self.ptr(OFF_PROF_COUNTS, out)}")
+        out += [f"  %prcp = getelementptr i64, ptr %prc, i64 {bid}",
+                "  %prn = load i64, ptr %prcp", "  %prn1 = add i64 %prn, 1",
+                "  store i64 %prn1, ptr %prcp"]
+        out.append(f"  %prl = load i64, ptr {self.ptr(OFF_PROF_LAST, out)}")
+        out += ["  %prhas = icmp ne i64 %prl, 0",
+                "  br i1 %prhas, label %prec, label %body", "prec:"]
+        fn = self.helper_ptr(H_PROF_EDGE, out)
+        out += [f"  call void {fn}(ptr %st, i64 %prl, i64 {bid})", "  br label %body", "body:"]
+        return out
+
+    def _profile_last(self, kind: int) -> None:
+        if self.mod.profile:
+            self.e(f"store i64 {self.code.id | kind << PROF_KIND_SHIFT}, "
+                   f"ptr {self.ptr(OFF_PROF_LAST)}")
+
     # ---- exits -----------------------------------------------------------------------
     def direct_exit(self, target: int) -> None:
         target &= MASK64
         self.code.successors.append(target)
         if not self.mod.chaining or self.code.block.limit:
+            self._profile_last(PROF_DISPATCH)
             self.e(f"store i64 {lit(target)}, ptr {self.ptr(OFF_PC)}")
             self.to_exit(self.helper_ptr(EXIT_LOOKUP))
             return
         slot = self.mod.new_slot(target)
         self.code.slots.append(slot)
+        if self.mod.profile:
+            sp, q, c, c1 = self._v(), self._v(), self._v(), self._v()
+            self.e(f"{sp} = load ptr, ptr {self.ptr(OFF_PROF_SLOTS)}")
+            self.e(f"{q} = getelementptr i64, ptr {sp}, i64 {slot.id}")
+            self.e(f"{c} = load i64, ptr {q}")
+            self.e(f"{c1} = add i64 {c}, 1")
+            self.e(f"store i64 {c1}, ptr {q}")
         f = self._v()
         self.e(f"store i64 {slot.id}, ptr {self.ptr(OFF_AUX)}")
         self.e(f"{f} = load ptr, ptr {self.ptr(SLOTS_OFF + 8 * slot.id)}")
         self.to_exit(f)
 
     def indirect_exit(self, target: str) -> None:
+        self._profile_last(PROF_INDIRECT)
         self.e(f"store i64 {target}, ptr {self.ptr(OFF_PC)}")
         lookup = self.helper_ptr(EXIT_LOOKUP)
         if self.code.block.limit:

@@ -71,6 +71,11 @@ FIELDS: tuple[Field, ...] = (
     Field("fault_addr", 1, "faulting guest address for EXIT_FAULT"),
     Field("guest_base", 1, "host address of guest address 0 in the guest view"),
     Field("addr_limit", 1, "size of the guest address space (kept in a register by blocks)"),
+    # ---- profiling (used only by code translated with profiling on) ----
+    Field("prof_counts", 1, "host address of the block execution counters (u64 per block id)"),
+    Field("prof_slots", 1, "host address of the chain-slot transition counters"),
+    Field("prof_edges", 1, "host address of the dynamic edge table {key, count}"),
+    Field("prof_last", 1, "block id | kind << 24 of a dynamic exit not yet recorded"),
     Field("host_pc", 1, "host pc of a host fault in translated code"),
     Field("host_err", 1, "x86 page-fault error code of a host fault (bit 1: write)"),
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from dbtlab.ir.env import JC_BITS, JC_OFF, JMPBUF_OFF
+from dbtlab.ir.env import JC_BITS, JC_OFF, JMPBUF_OFF, PROF_EDGE_BITS
 from dbtlab.ir.state import EXIT_HOSTFAULT, EXIT_LOOKUP, EXIT_MISS, NUM_EXITS, offset
 
 # RISC-V rm -> x86 MXCSR.RC, as a nibble table indexed by rm (RNE 0, RTZ 3, RDN 1, RUP 2)
@@ -131,6 +131,49 @@ define void @dbt_rm_pop(i32 %saved) {
   ret void
 }
 
+; profiling: count a dynamic transition prev -> cur in the open-addressing edge table
+; (key = prev | cur << 32, never 0 since block ids start at 1); clears st.prof_last
+define void @dbt_prof_edge(ptr %st, i64 %prev, i64 %cur) {
+entry:
+  %lp = getelementptr i8, ptr %st, i64 @OFF_PROF_LAST@
+  store i64 0, ptr %lp
+  %tp = getelementptr i8, ptr %st, i64 @OFF_PROF_EDGES@
+  %tab = load ptr, ptr %tp
+  %c32 = shl i64 %cur, 32
+  %key = or i64 %prev, %c32
+  %h0 = mul i64 %key, -7046029254386353131
+  %h1 = lshr i64 %h0, 40
+  br label %probe
+probe:
+  %i = phi i64 [ %h1, %entry ], [ %inext, %next ]
+  %n = phi i64 [ 0, %entry ], [ %n2, %next ]
+  %idx = and i64 %i, @EDGE_MASK@
+  %eo = shl i64 %idx, 4
+  %ep = getelementptr i8, ptr %tab, i64 %eo
+  %k = load i64, ptr %ep
+  %same = icmp eq i64 %k, %key
+  br i1 %same, label %bump, label %empty
+empty:
+  %free = icmp eq i64 %k, 0
+  br i1 %free, label %claim, label %next
+claim:
+  store i64 %key, ptr %ep
+  br label %bump
+bump:
+  %cp = getelementptr i8, ptr %ep, i64 8
+  %c = load i64, ptr %cp
+  %c1 = add i64 %c, 1
+  store i64 %c1, ptr %cp
+  ret void
+next:
+  %inext = add i64 %i, 1
+  %n2 = add i64 %n, 1
+  %full = icmp ugt i64 %n2, @EDGE_MASK@
+  br i1 %full, label %drop, label %probe
+drop:
+  ret void
+}
+
 @EXIT_STUBS@
 
 ; The dispatcher. Runs `first` (if not null) and then blocks found in the jump cache,
@@ -190,7 +233,8 @@ def support_ir() -> str:
         "OFF_FFLAGS": offset("fflags"), "OFF_FRM": offset("frm"), "OFF_PC": offset("pc"),
         "JMPBUF_OFF": JMPBUF_OFF, "JC_MASK": (1 << JC_BITS) - 1, "JC_OFF": JC_OFF,
         "EXIT_LOOKUP": EXIT_LOOKUP, "EXIT_MISS": EXIT_MISS, "EXIT_HOSTFAULT": EXIT_HOSTFAULT,
-        "EXIT_STUBS": stubs,
+        "EXIT_STUBS": stubs, "OFF_PROF_LAST": offset("prof_last"),
+        "OFF_PROF_EDGES": offset("prof_edges"), "EDGE_MASK": (1 << PROF_EDGE_BITS) - 1,
     }
     text = SUPPORT_IR
     for k, v in subst.items():

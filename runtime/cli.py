@@ -85,6 +85,9 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
                    help="deterministic clocks derived from the instruction count")
     r.add_argument("--stats", action="store_true",
                    help="print execution and translation statistics on exit")
+    r.add_argument("--profile", metavar="FILE",
+                   help="record a profile (block counts, transitions, translation events) "
+                        "to FILE (.json or .json.gz); needs --accel llvm")
     r.add_argument("--stats-json", metavar="FILE",
                    help="write the statistics (and the run's outcome) as JSON to FILE")
 
@@ -96,9 +99,12 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         raise DbtError(str(e)) from None
     if a.max_insns is not None and a.max_insns < 0:
         raise DbtError("--max-insns must be >= 0")
+    if getattr(a, "profile", None) and a.accel != "llvm":
+        raise DbtError("--profile needs --accel llvm (profiles count translated blocks)")
     return RunConfig(accel=a.accel, strace=a.strace, max_insns=a.max_insns, debug=debug,
                      debug_file=a.debug_file, opt_level=a.opt,
-                     time_mode="virtual" if a.virtual_time else "host")
+                     time_mode="virtual" if a.virtual_time else "host",
+                     profile=bool(getattr(a, "profile", None)))
 
 
 def guest_env(a: argparse.Namespace) -> list[str]:
@@ -122,6 +128,9 @@ def cmd_run(a: argparse.Namespace) -> int:
             print_stats(m)
         if a.stats_json:
             write_stats_json(a.stats_json, m, res)
+        if a.profile:
+            from dbtlab.runtime.profile import write_profile
+            write_profile(m.profile(res), a.profile)
         m.close()
     if res.stopped:
         print(f"dbtlab: {res.message}", file=sys.stderr)

@@ -36,6 +36,7 @@ class RunConfig:
     max_block_insns: int = 128            # longest translation block
     chaining: bool = True
     time_mode: str = "host"               # "host" clocks, or "virtual" (deterministic)
+    profile: bool = False                 # count block executions and transitions (llvm)
     extra: dict = field(default_factory=dict)
 
     @classmethod

@@ -161,6 +161,13 @@ class Machine:
             text = insn.mnemonic
         return out + f": {insn.hex()} {text}"
 
+    def profile(self, result: "RunResult | None" = None) -> dict:
+        """The profile document of this run (RunConfig(profile=True), llvm accelerator)."""
+        rec = getattr(self.accel, "profiler", None)
+        if rec is None:
+            raise DbtError("no profile: run with RunConfig(profile=True) and accel llvm")
+        return rec.document(result)
+
     def stats(self) -> dict:
         d = {"accel": self.accel.name, "instret": self.instret}
         d.update(self.accel.stats.as_dict())

@@ -101,6 +101,10 @@ class LLVMAccel(Accelerator):
         self._fn_starts: list[int] = []       # sorted host addresses of block functions
         self._fn_blocks: dict[int, TB] = {}
         self.interp = InterpAccel(machine, decode_cache=False)
+        self.profiler = None
+        if cfg.profile:
+            from dbtlab.runtime.profile import ProfileRecorder
+            self.profiler = ProfileRecorder(machine)
         self.mem.map_listeners.append(self._on_map)
         self.mem.code_write_listeners.append(self._on_code_write)
 
@@ -121,7 +125,11 @@ class LLVMAccel(Accelerator):
 
     def _invalidate(self, pages) -> None:
         pages = list(pages)
+        freed_before = set(self.cache.slots)
         gone = self.cache.invalidate_pages(pages)
+        if self.profiler is not None:
+            self.profiler.on_slots_freed(freed_before - set(self.cache.slots))
+            self.profiler.on_invalidate(gone)
         for tb in gone:
             if tb.key[1] is None:
                 self.env.jc_drop(tb.pc)
@@ -137,6 +145,8 @@ class LLVMAccel(Accelerator):
         """Drop every translation and the code itself (QEMU's tb_flush)."""
         for pn in list(self.cache.by_page):
             self.mem.unmark_code(pn)
+        if self.profiler is not None:
+            self.profiler.on_flush(list(self.cache.slots))
         self.env.flush_jump_cache()
         self.jit.flush()
         self._engine_ready()
@@ -171,7 +181,8 @@ class LLVMAccel(Accelerator):
             self._flush()
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
-                            self.cache.new_slot_id)
+                            self.cache.new_slot_id, profile=self.profiler is not None,
+                            block_ids=self.profiler.new_block_id if self.profiler else None)
         batch = 1 if limit else max(1, self.cfg.batch_blocks)
         max_len = limit or self.cfg.max_block_insns
         queue = [pc]
@@ -196,11 +207,13 @@ class LLVMAccel(Accelerator):
         t2 = time.perf_counter()
         ninsns = 0
         new_slots = []
+        new_tbs = []
         for code in mod.blocks:
             blk = code.block
             tb = TB((blk.pc, limit), blk, addrs[code.table_index], mod.name,
                     compile_seconds=(t2 - t0) / len(mod.blocks))
             self.cache.insert(tb)
+            new_tbs.append(tb)
             bisect.insort(self._fn_starts, tb.fn)
             self._fn_blocks[tb.fn] = tb
             for pn in blk.pages:
@@ -216,11 +229,15 @@ class LLVMAccel(Accelerator):
                 self._dump_in_asm(tb)
         if "perfmap" in self.debug:
             self._perf_map(mod.blocks, addrs)
+        if self.profiler is not None:
+            self.profiler.on_module(mod.name, mod.blocks, new_tbs, t1 - t0, t2 - t1, addrs)
         if self.cfg.chain:      # link what can be linked now, saving an exit per edge
             for rec in new_slots:
                 tgt = self.cache.blocks.get((rec.target_pc, None))
                 if tgt is not None:
                     self.cache.link(rec.id, tgt)
+                    if self.profiler is not None:
+                        self.profiler.on_link(rec.id, rec.source, tgt)
         st = self.stats
         st.blocks += len(mod.blocks)
         st.guest_insns += ninsns
@@ -264,6 +281,8 @@ class LLVMAccel(Accelerator):
         st.addr_limit = ADDR_LIMIT
         st.icount = instret
         st.icount_limit = instret + budget
+        if self.profiler is not None:
+            self.profiler.install(st)
 
     def _store_env(self) -> None:
         self.machine.cpu.copy_from(self.env.state)
@@ -355,6 +374,8 @@ class LLVMAccel(Accelerator):
         if slot_id in self.cache.slots:
             self.cache.link(slot_id, tb)
             self.stats.links += 1
+            if self.profiler is not None:
+                self.profiler.on_link(slot_id, self.cache.slots[slot_id].source, tb)
         return tb.fn
 
     def _interp_one(self, start: int) -> Exit | None:
@@ -371,6 +392,8 @@ class LLVMAccel(Accelerator):
         st.guest_base = self.mem.guest_base
         st.addr_limit = ADDR_LIMIT
         st.icount, st.icount_limit = icount, limit
+        if self.profiler is not None:
+            self.profiler.install(st)
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1
         if ex.reason == EXIT_BUDGET:
