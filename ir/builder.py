@@ -126,8 +126,9 @@ class Builder(ABC):
 
     # ---- memory --------------------------------------------------------------------------
     @abstractmethod
-    def load(self, addr: Value, size: int, signed: bool) -> Value:
-        """Load 1/2/4/8 bytes; misaligned accesses work; faults are precise."""
+    def load(self, addr: Value, size: int, signed: bool, for_write: bool = False) -> Value:
+        """Load 1/2/4/8 bytes; misaligned accesses work; faults are precise. ``for_write``:
+        the read half of a read-modify-write (AMO), which faults as a store would."""
 
     @abstractmethod
     def store(self, addr: Value, v: Value, size: int) -> None: ...

@@ -184,8 +184,8 @@ class InterpBuilder(Builder):
         self.journal.clear()
 
     # ---- memory ----------------------------------------------------------------------
-    def load(self, addr, size, signed):
-        v = self.mem.load(addr, size)
+    def load(self, addr, size, signed, for_write=False):
+        v = self.mem.load_for_write(addr, size) if for_write else self.mem.load(addr, size)
         return self.sext(v, 8 * size) if signed and size < 8 else v
 
     def store(self, addr, v, size):

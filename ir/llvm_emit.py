@@ -617,7 +617,9 @@ class LLVMBuilder(Builder):
             self.e(f"{p} = getelementptr i8, ptr %gb, i64 {c}")
         return p
 
-    def load(self, addr, size, signed):
+    def load(self, addr, size, signed, for_write=False):
+        # for_write needs nothing here: the store that follows faults in the host if the
+        # page is not writable, and the interpreter then reports the store fault
         p = self._host_ptr(addr)
         ity = f"i{8 * size}"
         raw = self._v()

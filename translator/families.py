@@ -141,7 +141,7 @@ def amo(b: Builder, i: Insn, size: int, op: Callable) -> None:
     """rd = mem[rs1]; mem[rs1] = op(rd, rs2) (a single hart: no other observer)."""
     addr = b.rx(i.rs1)
     b.check_aligned(addr, size)
-    old = b.load(addr, size, True)
+    old = b.load(addr, size, True, for_write=True)
     b.store(addr, op(b, old, b.rx(i.rs2)), size)
     b.wx(i.rd, old)
 

@@ -557,10 +557,6 @@ def test_read_only_data_page(accel):
         assert m.mem.peek(DATA_BASE, len(data)) == data
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "families.amo reads with a plain load, so an AMO to unmapped memory reports FAULT_LOAD "
-    "(interp directly; llvm via the interpreter's re-execution of the host fault); "
-    "the ISA raises store/AMO faults for AMOs and ir/state.py documents FAULT_STORE"))
 @covers("amoadd.d", "amoswap.w", "amomaxu.w")
 def test_atomics_to_unmapped_memory_fault_as_stores(accel):
     """An AMO to unmapped memory raises a store/AMO fault (the ISA has no load fault for
