@@ -33,6 +33,7 @@ class Result:
     message: str = ""
     stopped: bool = False
     stats: dict = field(default_factory=dict)
+    profile: dict | None = None       # the profile document when run with profile=True
 
     @property
     def text(self) -> str:
@@ -51,6 +52,7 @@ def run(program: str, args: list[str] | tuple[str, ...] = (), *, accel: str = "l
 
     ``env`` is the guest's whole environment (default: empty, for reproducible runs).
     Extra keyword arguments set ``RunConfig`` fields (``max_insns=...``, ``strace=True``,
+    ``profile=True`` (then ``Result.profile`` holds the profile document),
     ``debug=frozenset({"in_asm"})``...).
     """
     cfg = config or RunConfig(accel=accel, **config_fields)
@@ -62,14 +64,17 @@ def run(program: str, args: list[str] | tuple[str, ...] = (), *, accel: str = "l
         fin.seek(0)
         m = Machine(program, [program, *args], env=list(env or []), config=cfg, start=start,
                     stdin=fin.fileno(), stdout=fout.fileno(), stderr=ferr.fileno())
+        prof = None
         try:
             res: RunResult = m.run()
+            if cfg.profile:
+                prof = m.profile(res)
         finally:
             m.close()
         out = _read_all(fout)
         err = _read_all(ferr)
     return Result(out, err, res.status, res.signal, res.instret, res.wall, res.message,
-                  res.stopped, res.stats)
+                  res.stopped, res.stats, prof)
 
 
 def _read_all(f) -> bytes:
