@@ -40,6 +40,8 @@ ENV_SIZE = SLOTS_OFF + 8 * MAX_SLOTS
 
 JC_EMPTY = 1                     # odd: never a guest pc
 
+WLOG_SIZE = 1 << 12              # store-address log entries (a step logs far fewer)
+
 # profiling
 PROF_MAX_BLOCKS = 1 << 20        # block ids per JIT engine generation
 PROF_EDGE_BITS = 16              # dynamic edge table: 2**16 {key, count} entries

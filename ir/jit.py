@@ -76,19 +76,21 @@ class JITEngine:
         self.codegen_opt = codegen_opt
         self.debug = debug
         self.debug_out = debug_out or sys.stderr
-        cpu, features = host_cpu()
-        target = llvm.Target.from_default_triple()
-        # The small code model lets the fast instruction selector handle calls; block
-        # code references no globals (everything is reached from %st), so nothing needs
-        # to be within 2 GiB of anything else.
-        self.tm = target.create_target_machine(cpu=cpu, features=features, opt=codegen_opt,
-                                               reloc="default", codemodel="jitdefault")
         self.triple = llvm.get_process_triple()
         self.stats = JITStats()
         self.generation = 0
         self._new_engine()
 
+    def _target_machine(self):
+        cpu, features = host_cpu()
+        target = llvm.Target.from_default_triple()
+        return target.create_target_machine(cpu=cpu, features=features, opt=self.codegen_opt,
+                                            reloc="default", codemodel="jitdefault")
+
     def _new_engine(self) -> None:
+        # MCJIT takes ownership of its target machine (closing the engine frees it), so
+        # every engine gets its own
+        self.tm = self._target_machine()
         llvm.add_symbol("__sigsetjmp", _libc_symbol("__sigsetjmp"))
         support = llvm.parse_assembly(support_ir())
         support.triple = self.triple

@@ -33,7 +33,7 @@ from dbtlab.ir.builder import (CANONICAL_NAN, CSR_CYCLE, CSR_FCSR, CSR_FFLAGS, C
                                RM_DYN, RM_RMM, Builder)
 from dbtlab.ir.env import (H_GET_FFLAGS, H_PROF_EDGE, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS,
                            H_SET_FRM, HELPERS_OFF, JC_BITS, JC_OFF, PROF_DISPATCH, PROF_EXIT,
-                           PROF_INDIRECT, PROF_KIND_SHIFT, SLOTS_OFF)
+                           PROF_INDIRECT, PROF_KIND_SHIFT, SLOTS_OFF, WLOG_SIZE)
 from dbtlab.ir.interp import InterpBuilder
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
                              EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
@@ -71,6 +71,8 @@ OFF_ADDR_LIMIT = offset("addr_limit")
 OFF_PROF_COUNTS = offset("prof_counts")
 OFF_PROF_SLOTS = offset("prof_slots")
 OFF_PROF_LAST = offset("prof_last")
+OFF_WLOG = offset("wlog")
+OFF_WLOG_N = offset("wlog_n")
 
 
 def lit(v: int) -> str:
@@ -135,8 +137,9 @@ class ModuleEmitter:
     """Collects blocks of one translation batch into one module."""
 
     def __init__(self, name: str, chaining: bool, slot_ids, profile: bool = False,
-                 block_ids=None) -> None:
+                 block_ids=None, write_log: bool = False) -> None:
         self.name = name
+        self.write_log = write_log         # log every store address (differential tests)
         self.chaining = chaining
         self.profile = profile
         self._slot_ids = slot_ids          # callable returning a free slot id
@@ -631,7 +634,20 @@ class LLVMBuilder(Builder):
         self.e(f"{r} = {'sext' if signed else 'zext'} {ity} {raw} to i64")
         return r
 
+    def _log_write(self, addr) -> None:
+        """Differential testing: append the store's address to the write log."""
+        wb, wn, wi, wp, wn1 = (self._v() for _ in range(5))
+        self.e(f"{wb} = load ptr, ptr {self.ptr(OFF_WLOG)}")
+        self.e(f"{wn} = load i64, ptr {self.ptr(OFF_WLOG_N)}")
+        self.e(f"{wi} = and i64 {wn}, {WLOG_SIZE - 1}")
+        self.e(f"{wp} = getelementptr i64, ptr {wb}, i64 {wi}")
+        self.e(f"store i64 {self.a(addr)}, ptr {wp}")
+        self.e(f"{wn1} = add i64 {wn}, 1")
+        self.e(f"store i64 {wn1}, ptr {self.ptr(OFF_WLOG_N)}")
+
     def store(self, addr, v, size):
+        if self.mod.write_log:
+            self._log_write(addr)
         p = self._host_ptr(addr)
         val = self.a(v)
         if size < 8:
@@ -653,6 +669,8 @@ class LLVMBuilder(Builder):
         if cond is not True:
             self.e(f"br i1 {cond}, label %{lx}, label %{lj}")
             self.put_label(lx)
+        if self.mod.write_log:
+            self._log_write(addr)
         p = self._host_ptr(addr)
         cur, exp, eq, nv, sel = (self._v() for _ in range(5))
         self.e(f"{cur} = load {ity}, ptr {p}, align {size}")

@@ -76,6 +76,9 @@ FIELDS: tuple[Field, ...] = (
     Field("prof_slots", 1, "host address of the chain-slot transition counters"),
     Field("prof_edges", 1, "host address of the dynamic edge table {key, count}"),
     Field("prof_last", 1, "block id | kind << 24 of a dynamic exit not yet recorded"),
+    # ---- write log (used only by code translated for the differential tester) ----
+    Field("wlog", 1, "host address of the store-address log (u64 ring of WLOG_SIZE)"),
+    Field("wlog_n", 1, "stores logged so far"),
     Field("host_pc", 1, "host pc of a host fault in translated code"),
     Field("host_err", 1, "x86 page-fault error code of a host fault (bit 1: write)"),
 )

@@ -58,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="arguments passed to the guest")
 
+    t = sub.add_parser("difftest", help="run a program on several engines in lockstep",
+                       description="Run a program under several accelerators in lockstep "
+                                   "and compare pc, registers, fcsr and the memory written "
+                                   "after every step. Exit status 1 on the first divergence.")
+    t.add_argument("--accels", default="llvm,unicorn",
+                   help="comma-separated accelerators; the first is the reference "
+                        "(default llvm,unicorn)")
+    t.add_argument("--granularity", choices=("block", "insn"), default="block",
+                   help="compare after every block (default) or every instruction")
+    t.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps")
+    t.add_argument("--no-known-deviations", action="store_true",
+                   help="do not excuse unicorn's known deviations from the spec")
+    t.add_argument("--env", action="append", default=None, metavar="K=V",
+                   help="guest environment variable (repeatable; default: empty)")
+    t.add_argument("program", metavar="PROGRAM")
+    t.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
     d = sub.add_parser("disas", help="disassemble a program (objdump -d style)")
     d.add_argument("program", metavar="PROGRAM")
     d.add_argument("--function", metavar="NAME", help="only this function (symbol)")
@@ -167,6 +184,23 @@ def write_stats_json(path: str, m, res) -> None:
         json.dump(d, f, indent=1, default=str)
 
 
+def cmd_difftest(a: argparse.Namespace) -> int:
+    from dbtlab.runtime.difftest import difftest
+    engines = [e.strip() for e in a.accels.split(",") if e.strip()]
+    bad = [e for e in engines if e not in ACCELS]
+    if bad or len(set(engines)) < 2:
+        raise DbtError(f"--accels needs two or more of {', '.join(ACCELS)} (got {a.accels})")
+    env = []
+    for kv in a.env or ():
+        if "=" not in kv:
+            raise DbtError(f"--env {kv!r}: expected K=V")
+        env.append(kv)
+    r = difftest(a.program, a.args, engines, granularity=a.granularity, env=env,
+                 max_steps=a.max_steps, known_deviations=not a.no_known_deviations)
+    print(r.summary())
+    return 0 if r.ok else 1
+
+
 def cmd_disas(a: argparse.Namespace) -> int:
     from dbtlab.runtime.disas import disassemble_program
     for line in disassemble_program(a.program, a.function):
@@ -187,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(a)
         if a.command == "disas":
             return cmd_disas(a)
+        if a.command == "difftest":
+            return cmd_difftest(a)
     except DbtError as e:
         print(f"dbtlab: {e}", file=sys.stderr)
         return 1

@@ -107,6 +107,8 @@ class GuestMemory:
         self.map_listeners: list[Callable[[str, int, int, int, int], None]] = []
         #: called with (page_number) when a page holding translated code is written
         self.code_write_listeners: list[Callable[[int], None]] = []
+        #: when a set, every page written from Python is added to it (difftest)
+        self.write_log: set[int] | None = None
 
     # ---- host views ----------------------------------------------------------------------
     def host_address(self, addr: int) -> int:
@@ -265,6 +267,8 @@ class GuestMemory:
         self._written(addr, n)
 
     def _written(self, addr: int, n: int) -> None:
+        if self.write_log is not None:
+            self.write_log.update(range(addr >> PAGE_SHIFT, ((addr + n - 1) >> PAGE_SHIFT) + 1))
         for pn in range(addr >> PAGE_SHIFT, ((addr + n - 1) >> PAGE_SHIFT) + 1):
             p = self.pages.get(pn)
             if p is not None and p.prot & PROT_CODE:
@@ -283,6 +287,8 @@ class GuestMemory:
         if p is not None and p.prot & (PROT_WRITE | PROT_CODE) == PROT_WRITE \
                 and (addr & (PAGE_SIZE - 1)) + size <= PAGE_SIZE:
             self._view[addr:addr + size] = data
+            if self.write_log is not None:
+                self.write_log.add(addr >> PAGE_SHIFT)
             return
         self.write(addr, data)
 

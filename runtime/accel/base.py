@@ -58,6 +58,22 @@ class Accelerator(ABC):
     def run(self, budget: int) -> Exit:
         """Execute at most ``budget`` instructions from ``machine.cpu``."""
 
+    def enable_write_log(self) -> None:
+        """Start recording which guest pages get written (the differential tester
+        compares exactly those). Python-side writes are recorded by the memory itself;
+        accelerators that write guest memory natively add theirs."""
+        if self.machine.mem.write_log is None:
+            self.machine.mem.write_log = set()
+
+    def take_written_pages(self) -> set[int]:
+        """Pages written since the last call (requires enable_write_log)."""
+        log = self.machine.mem.write_log
+        if log is None:
+            raise RuntimeError("write log not enabled")
+        out = set(log)
+        log.clear()
+        return out
+
     def invalidate_all(self) -> None:
         """Forget all cached translations (after the machine's code changed behind our
         back, e.g. a snapshot was loaded)."""

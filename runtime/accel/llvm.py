@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from dbtlab.ir import hostfault
-from dbtlab.ir.env import MAX_SLOTS, NUM_HELPERS, JITEnv
+from dbtlab.ir.env import MAX_SLOTS, NUM_HELPERS, WLOG_SIZE, JITEnv
 from dbtlab.ir.jit import JITEngine
 from dbtlab.ir.llvm_emit import ModuleEmitter
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
@@ -101,6 +101,7 @@ class LLVMAccel(Accelerator):
         self._fn_starts: list[int] = []       # sorted host addresses of block functions
         self._fn_blocks: dict[int, TB] = {}
         self.interp = InterpAccel(machine, decode_cache=False)
+        self.write_log = None                 # ctypes buffer while the write log is on
         self.profiler = None
         if cfg.profile:
             from dbtlab.runtime.profile import ProfileRecorder
@@ -140,6 +141,29 @@ class LLVMAccel(Accelerator):
 
     def invalidate_all(self) -> None:
         self._flush()
+
+    def enable_write_log(self) -> None:
+        """Translate stores that log their addresses (code translated before has no
+        logging, so it is dropped)."""
+        super().enable_write_log()
+        if self.write_log is None:
+            self.write_log = (ctypes.c_uint64 * WLOG_SIZE)()
+            self.env.state.wlog_n = 0
+            self._flush()
+
+    def take_written_pages(self) -> set[int]:
+        pages = super().take_written_pages()
+        st = self.env.state
+        n = st.wlog_n
+        if n > WLOG_SIZE:
+            raise RuntimeError(f"write log overflow ({n} stores since the last read)")
+        for i in range(n):
+            a = self.write_log[i]
+            pages.add(a >> PAGE_SHIFT)
+            pages.add(((a + 7) & ((1 << 64) - 1)) >> PAGE_SHIFT)
+        st.wlog_n = 0
+        self.machine.cpu.wlog_n = 0
+        return pages
 
     def _flush(self) -> None:
         """Drop every translation and the code itself (QEMU's tb_flush)."""
@@ -182,7 +206,8 @@ class LLVMAccel(Accelerator):
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
                             self.cache.new_slot_id, profile=self.profiler is not None,
-                            block_ids=self.profiler.new_block_id if self.profiler else None)
+                            block_ids=self.profiler.new_block_id if self.profiler else None,
+                            write_log=self.write_log is not None)
         batch = 1 if limit else max(1, self.cfg.batch_blocks)
         max_len = limit or self.cfg.max_block_insns
         queue = [pc]
@@ -283,6 +308,8 @@ class LLVMAccel(Accelerator):
         st.icount_limit = instret + budget
         if self.profiler is not None:
             self.profiler.install(st)
+        if self.write_log is not None:
+            st.wlog = ctypes.addressof(self.write_log)
 
     def _store_env(self) -> None:
         self.machine.cpu.copy_from(self.env.state)
@@ -394,6 +421,8 @@ class LLVMAccel(Accelerator):
         st.icount, st.icount_limit = icount, limit
         if self.profiler is not None:
             self.profiler.install(st)
+        if self.write_log is not None:
+            st.wlog = ctypes.addressof(self.write_log)
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1
         if ex.reason == EXIT_BUDGET:
