@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run a statically linked RV64GC Linux program. Output, "
                                    "input and exit status are the guest's.")
     add_run_options(r)
-    r.add_argument("program", metavar="PROGRAM", help="static RISC-V ELF executable")
+    add_snapshot_run_options(r)
+    r.add_argument("program", metavar="PROGRAM", nargs="?",
+                   help="static RISC-V ELF executable (none with --loadvm)")
     r.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="arguments passed to the guest")
 
@@ -74,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guest environment variable (repeatable; default: empty)")
     t.add_argument("program", metavar="PROGRAM")
     t.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+
+    add_snapshot_parser(sub)
 
     d = sub.add_parser("disas", help="disassemble a program (objdump -d style)")
     d.add_argument("program", metavar="PROGRAM")
@@ -135,6 +139,10 @@ def guest_env(a: argparse.Namespace) -> list[str]:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from dbtlab.runtime.machine import Machine
+    if snapshot_run_requested(a):
+        return cmd_run_snapshots(a)
+    if a.program is None:
+        raise DbtError("run: PROGRAM is required (or --loadvm TAG with --snapshot-store)")
     cfg = config_from_args(a)
     m = Machine(a.program, [a.program] + a.args, env=guest_env(a), config=cfg)
     res = None
@@ -223,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_disas(a)
         if a.command == "difftest":
             return cmd_difftest(a)
+        if a.command == "snapshot":
+            return cmd_snapshot(a)
     except DbtError as e:
         print(f"dbtlab: {e}", file=sys.stderr)
         return 1
@@ -232,6 +242,134 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     p.error(f"unknown command {a.command}")
     return 2
+
+
+# ---- snapshots (issue 6) -----------------------------------------------------------------
+# dbtlab run --snapshot-store FILE [--savevm-at N[:TAG]]... [--savevm-every N] PROGRAM ...
+# dbtlab run --snapshot-store FILE --loadvm TAG [--accel A] [--savevm-at ...]
+# dbtlab snapshot list|delete|export|import ...
+def add_snapshot_run_options(r: argparse.ArgumentParser) -> None:
+    g = r.add_argument_group("snapshots")
+    g.add_argument("--snapshot-store", metavar="FILE",
+                   help="the snapshot store (SQLite file) for --savevm-at/--savevm-every/"
+                        "--loadvm")
+    g.add_argument("--savevm-at", action="append", metavar="N[:TAG]",
+                   help="save a snapshot after exactly N guest instructions (repeatable; "
+                        "default tag PROGRAM-N)")
+    g.add_argument("--savevm-every", type=int, metavar="N",
+                   help="save a snapshot after every N guest instructions")
+    g.add_argument("--loadvm", metavar="TAG",
+                   help="resume snapshot TAG instead of starting a program (PROGRAM then "
+                        "comes from the snapshot; output continues from there)")
+
+
+def snapshot_run_requested(a: argparse.Namespace) -> bool:
+    return bool(getattr(a, "snapshot_store", None) or getattr(a, "savevm_at", None)
+                or getattr(a, "savevm_every", None) is not None or getattr(a, "loadvm", None))
+
+
+def cmd_run_snapshots(a: argparse.Namespace) -> int:
+    from dbtlab import snapshot as S
+    from dbtlab.runtime import vmstate as V
+    from dbtlab.runtime.machine import Machine
+    if not a.snapshot_store:
+        raise DbtError("--savevm-at, --savevm-every and --loadvm need --snapshot-store FILE")
+    points = [S.parse_save_point(p) for p in a.savevm_at or ()]
+    if a.savevm_every is not None and a.savevm_every <= 0:
+        raise DbtError("--savevm-every must be > 0")
+    if a.loadvm:
+        if a.args:
+            raise DbtError("--loadvm: the program and its arguments come from the snapshot; "
+                           "give no ARGS")
+        for opt, given in (("--env", a.env), ("--clear-env", a.clear_env),
+                           ("--virtual-time", a.virtual_time)):
+            if given:
+                raise DbtError(f"{opt} cannot be used with --loadvm: the environment and the "
+                               "clocks are part of the snapshot")
+    elif a.program is None:
+        raise DbtError("run: PROGRAM is required (or --loadvm TAG)")
+    cfg = config_from_args(a)
+    saving = bool(points or a.savevm_every)
+    store = S.open_store(a.snapshot_store, create=saving)
+    try:
+        if a.loadvm:
+            m = V.instantiate(store.load(a.loadvm), config=cfg, program=a.program)
+        else:
+            m = Machine(a.program, [a.program] + a.args, env=guest_env(a), config=cfg)
+        res = None
+        try:
+            res, _saved = S.run_saving(m, store, points, a.savevm_every)
+        finally:
+            if a.stats:
+                print_stats(m)
+            if a.stats_json:
+                write_stats_json(a.stats_json, m, res)
+            if getattr(a, "profile", None) and res is not None:
+                from dbtlab.runtime.profile import write_profile
+                write_profile(m.profile(res), a.profile)
+            m.close()
+    finally:
+        store.close()
+    if res.stopped:
+        print(f"dbtlab: {res.message}", file=sys.stderr)
+        return EXIT_STOPPED
+    if res.signal is not None:
+        print(f"dbtlab: {res.message}", file=sys.stderr)
+        _die_by_signal(res.signal)
+    return res.status
+
+
+def add_snapshot_parser(sub) -> None:
+    s = sub.add_parser("snapshot", help="list, delete, export and import stored snapshots",
+                       description="Manage a snapshot store (made by dbtlab run "
+                                   "--snapshot-store FILE --savevm-at N).")
+    ss = s.add_subparsers(dest="snapshot_command", metavar="ACTION")
+    x = ss.add_parser("list", help="list the snapshots in a store")
+    x.add_argument("store", metavar="FILE")
+    x = ss.add_parser("delete", help="delete a snapshot (and pages no other one uses)")
+    x.add_argument("store", metavar="FILE")
+    x.add_argument("tag", metavar="TAG")
+    x = ss.add_parser("export", help="write a snapshot as a plain stream file")
+    x.add_argument("store", metavar="FILE")
+    x.add_argument("tag", metavar="TAG")
+    x.add_argument("-o", dest="output", metavar="STREAM", required=True,
+                   help="the stream file to write")
+    x = ss.add_parser("import", help="add a plain stream file to a store")
+    x.add_argument("store", metavar="FILE")
+    x.add_argument("stream", metavar="STREAM")
+    x.add_argument("--tag", metavar="TAG", help="its tag (default: the file name, without "
+                                                "extension)")
+
+
+def cmd_snapshot(a: argparse.Namespace) -> int:
+    from dbtlab.runtime.snapshots import SnapshotStore
+    act = getattr(a, "snapshot_command", None)
+    if act is None:
+        raise DbtError("snapshot: choose list, delete, export or import")
+    with SnapshotStore(a.store, create=(act == "import")) as st:
+        if act == "list":
+            infos = st.list()
+            if infos:
+                w = max(3, max(len(i.tag) for i in infos))
+                print(f"{'TAG':<{w}}  {'INSNS':>12}  {'SIZE':>10}  {'PAGES':>6}  {'NEW':>6}  "
+                      f"{'ACCEL':<7}  {'CREATED':<19}  PROGRAM")
+                for i in infos:
+                    print(f"{i.tag:<{w}}  {i.instret:>12}  {i.size:>10}  {i.pages:>6}  "
+                          f"{i.new_pages:>6}  {i.accel:<7}  {i.created_text:<19}  "
+                          f"{i.program_path}")
+            s = st.stats()
+            print(f"{s['snapshots']} snapshot(s); {s['pages']} distinct pages, "
+                  f"{s['page_bytes']} bytes compressed; file {s['file_bytes']} bytes")
+        elif act == "delete":
+            freed = st.delete(a.tag)
+            print(f"deleted {a.tag} ({freed} pages freed)")
+        elif act == "export":
+            n = st.export(a.tag, a.output)
+            print(f"exported {a.tag} to {a.output} ({n} bytes)")
+        elif act == "import":
+            info = st.import_stream(a.stream, a.tag)
+            print(f"imported {info}")
+    return 0
 
 
 if __name__ == "__main__":
