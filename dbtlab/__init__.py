@@ -8,7 +8,7 @@ lowerings, JIT), ``dbtlab.runtime`` (ELF loader, memory, syscalls, accelerators,
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "Result", "Machine", "RunConfig", "StartConfig", "__version__"]
+__all__ = ["run", "Result", "Machine", "RunConfig", "StartConfig", "analysis", "__version__"]
 
 
 def __getattr__(name: str):
@@ -25,4 +25,7 @@ def __getattr__(name: str):
     if name == "StartConfig":
         from dbtlab.runtime.loader import StartConfig
         return StartConfig
+    if name == "analysis":
+        import importlib
+        return importlib.import_module("dbtlab.analysis")
     raise AttributeError(f"module 'dbtlab' has no attribute {name!r}")

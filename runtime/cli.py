@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
 
     add_snapshot_parser(sub)
+    add_analysis_parsers(sub)
 
     d = sub.add_parser("disas", help="disassemble a program (objdump -d style)")
     d.add_argument("program", metavar="PROGRAM")
@@ -233,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_difftest(a)
         if a.command == "snapshot":
             return cmd_snapshot(a)
+        if a.command == "graph":
+            return cmd_graph(a)
+        if a.command == "report":
+            return cmd_report(a)
     except DbtError as e:
         print(f"dbtlab: {e}", file=sys.stderr)
         return 1
@@ -369,6 +374,85 @@ def cmd_snapshot(a: argparse.Namespace) -> int:
         elif act == "import":
             info = st.import_stream(a.stream, a.tag)
             print(f"imported {info}")
+    return 0
+
+
+# ---- analysis of profiles (issue 5) ----------------------------------------------------------
+# dbtlab graph PROFILE -o FILE.{png,svg,pdf,graphml,dot} [--top N]
+# dbtlab report PROFILE [-o DIR] [--top N] [--format png|svg|pdf] [--benchmarks JSON]
+GRAPH_IMAGES = ("png", "svg", "pdf")
+GRAPH_EXPORTS = ("graphml", "dot", "gv")
+
+
+def add_analysis_parsers(sub) -> None:
+    g = sub.add_parser("graph", help="draw or export the block graph of a profile",
+                       description="Draw the hottest blocks of a profile (made by dbtlab run "
+                                   "--profile) and the transitions between them (.png, .svg, "
+                                   ".pdf), or export the block graph (.graphml, .dot).")
+    g.add_argument("profile", metavar="PROFILE", help="profile file (.json or .json.gz)")
+    g.add_argument("-o", dest="output", metavar="FILE", required=True,
+                   help="output file; its extension chooses the format: "
+                        + ", ".join(GRAPH_IMAGES + GRAPH_EXPORTS))
+    g.add_argument("--top", type=int, metavar="N",
+                   help="only the N hottest blocks (default: 25 in a drawing, every "
+                        "translated block in an export)")
+    g.add_argument("--min-count", type=int, default=0, metavar="N",
+                   help="exports: drop blocks executed fewer than N times")
+    r = sub.add_parser("report", help="summarise a profile, with figures",
+                       description="Print a text summary of a profile (run, translation, "
+                                   "hottest blocks, functions, loops, trace candidates, "
+                                   "exits) and, with -o, write its figures into a directory.")
+    r.add_argument("profile", metavar="PROFILE", help="profile file (.json or .json.gz)")
+    r.add_argument("-o", dest="outdir", metavar="DIR", help="write the figures into DIR")
+    r.add_argument("--top", type=int, default=10, metavar="N",
+                   help="rows per table (default 10); the hot subgraph figure shows 25 blocks")
+    r.add_argument("--format", choices=GRAPH_IMAGES, default="png",
+                   help="figure format (default png)")
+    r.add_argument("--benchmarks", metavar="JSON",
+                   help="also chart a benchmarks/run.py --json result across accelerators")
+
+
+def cmd_graph(a: argparse.Namespace) -> int:
+    from dbtlab.analysis import ProfileError, block_graph, export, hot_subgraph, load_file
+    ext = a.output.lower().rsplit(".", 1)[-1] if "." in a.output else ""
+    if ext not in GRAPH_IMAGES + GRAPH_EXPORTS:
+        raise DbtError(f"graph: cannot tell the format of {a.output!r} from its extension "
+                       f"(use {', '.join('.' + e for e in GRAPH_IMAGES + GRAPH_EXPORTS)})")
+    if a.top is not None and a.top < 1:
+        raise DbtError("--top must be >= 1")
+    try:
+        p = load_file(a.profile)
+        g = block_graph(p, min_count=a.min_count)
+        if ext in GRAPH_IMAGES:
+            from dbtlab.analysis import plots
+            plots.save(plots.plot_hot_subgraph(g, a.top or 25), a.output)
+            what = f"the {min(a.top or 25, g.number_of_nodes())} hottest blocks"
+        else:
+            if a.top is not None:
+                g = hot_subgraph(g, a.top)
+            export(g, a.output)
+            what = f"{g.number_of_nodes()} blocks, {g.number_of_edges()} edges"
+    except ProfileError as e:
+        raise DbtError(str(e)) from None
+    except OSError as e:
+        raise DbtError(f"cannot write {a.output}: {e.strerror or e}") from None
+    print(f"wrote {a.output} ({what})")
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from dbtlab.analysis import ProfileError, load_file, summary, write_figures
+    try:
+        p = load_file(a.profile)
+        print(summary(p, top=a.top), end="")
+        if a.outdir:
+            paths = write_figures(p, a.outdir, fmt=a.format, benchmarks=a.benchmarks)
+            print(f"\nfigures: {', '.join(paths)}")
+    except ProfileError as e:
+        raise DbtError(str(e)) from None
+    except OSError as e:
+        raise DbtError(f"cannot write the figures into {a.outdir}: {e.strerror or e}") \
+            from None
     return 0
 
 
