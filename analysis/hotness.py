@@ -227,7 +227,7 @@ def net_traces(source: Any, *, threshold: int = NET_THRESHOLD,
         for u in path:
             for _, v, d in g.out_edges(u, data=True):
                 if (u, v) not in on_path and d["count"] >= threshold and v not in done \
-                        and v not in path:
+                        and v not in path and g.nodes[v]["count"] >= threshold:
                     heads.add(v)
                     new.append(v)
         pending = sorted(set(pending) | set(new),

@@ -43,6 +43,14 @@ def save(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> str:
     return os.fspath(path)
 
 
+def _plain_log(axis) -> None:
+    """Log-scale ticks as 0.6, 2, 10 rather than 6×10⁻¹."""
+    f = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(f)
+    axis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+
+
 def _axes(ax, width=6.4, height=4.0):
     if ax is not None:
         return ax.figure, ax
@@ -236,6 +244,8 @@ def plot_translation_cost(profile: Any, ax=None) -> Figure:
                color=PALETTE[0], alpha=0.7)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log(ax.xaxis)
+    _plain_log(ax.yaxis)
     ax.set_xlabel("blocks in the module")
     ax.set_ylabel("µs per block (emit + compile)")
     ax.set_title(f"{len(rows)} translation modules")
@@ -280,6 +290,7 @@ def plot_benchmarks(results: Any) -> Figure:
         ys = [med[p][e] for p in progs if e in med[p]]
         a1.bar(xs, ys, w, label=e, color=PALETTE[i % len(PALETTE)])
     a1.set_yscale("log")
+    _plain_log(a1.yaxis)
     a1.set_xticks(range(len(progs)), progs, rotation=45, ha="right")
     a1.set_ylabel("median wall time (s)")
     a1.set_title("time per engine")
@@ -297,11 +308,12 @@ def plot_benchmarks(results: Any) -> Figure:
         a2.axhline(gm, color=c, ls="--", lw=0.8)
     a2.axhline(1.0, color="black", lw=0.8)
     a2.set_yscale("log")
+    _plain_log(a2.yaxis)
     a2.set_xticks(range(len(progs)), progs, rotation=45, ha="right")
     a2.set_ylabel("llvm time / peer time")
     a2.set_title("llvm relative to peers (< 1: llvm faster)")
     if peers:
-        a2.legend(fontsize=8)
+        a2.legend(fontsize=7, loc="best", framealpha=0.9)
     return fig
 
 

@@ -183,11 +183,13 @@ def load_file(path: str | os.PathLike) -> Profile:
     if not raw.strip():
         raise ProfileError(f"{name}: empty file, not a dbtlab profile")
     try:
-        doc = json.loads(raw)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProfileError(f"{name}: not a JSON file (binary data)") from None
+    try:
+        doc = json.loads(text)
     except json.JSONDecodeError as e:
-        cut = e.pos >= len(raw.rstrip()) - 1 or e.msg.startswith("Unterminated")
+        cut = e.pos >= len(text.rstrip()) - 1 or e.msg.startswith("Unterminated")
         what = "truncated JSON" if cut else "malformed JSON"
         raise ProfileError(f"{name}: {what} ({e.msg}: line {e.lineno} column {e.colno})") \
             from None
