@@ -33,6 +33,30 @@ log = logging.getLogger(__name__)
 _initialised = False
 
 
+def _translator_version() -> str:
+    """A hash of every source file that shapes translated code: any change to the
+    semantics, the lowering or the state layout gives new cache keys."""
+    import hashlib
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for rel in sorted(["ir/llvm_emit.py", "ir/region_emit.py", "ir/builder.py", "ir/state.py",
+                       "ir/env.py", "ir/support_ir.py", "translator/families.py",
+                       "translator/block.py", "translator/encoding.py", "translator/decode.py",
+                       *(f"translator/{m}.py" for m in ("rv64i", "rv64m", "rv64a", "rv64f",
+                                                        "rv64d", "rv64c", "zicsr",
+                                                        "zifencei"))]):
+        try:
+            h.update((root / rel).read_bytes())
+        except OSError:
+            h.update(rel.encode())
+    import dbtlab
+    return f"{dbtlab.__version__}+{h.hexdigest()[:16]}"
+
+
+TRANSLATOR_VERSION = _translator_version()
+
+
 def init_llvm() -> None:
     global _initialised
     if not _initialised:
@@ -59,6 +83,7 @@ class JITStats:
     parse_seconds: float = 0.0
     flushes: int = 0
     ir_bytes: int = 0
+    cache_hits: int = 0
     per_module: list = field(default_factory=list)   # (blocks, seconds)
 
 
@@ -66,7 +91,8 @@ class JITEngine:
     """MCJIT engine plus the support module (dispatcher and memory slow paths)."""
 
     def __init__(self, opt_level: int = 0, codegen_opt: int = 0,
-                 debug: frozenset[str] = frozenset(), debug_out: TextIO | None = None) -> None:
+                 debug: frozenset[str] = frozenset(), debug_out: TextIO | None = None,
+                 cache_dir: str | None = None, use_cache: bool = False) -> None:
         init_llvm()
         import platform
         if platform.machine() not in ("x86_64", "AMD64"):
@@ -78,6 +104,13 @@ class JITEngine:
         self.debug_out = debug_out or sys.stderr
         self.triple = llvm.get_process_triple()
         self.stats = JITStats()
+        self.cache = None
+        if use_cache:
+            from dbtlab.ir.objcache import ObjectCache
+            self.cache = ObjectCache(cache_dir)
+        cpu, features = host_cpu()
+        self.cache_prefix = (f"{TRANSLATOR_VERSION}|{cpu}|{features}|opt{opt_level}|"
+                             f"cg{codegen_opt}")
         self.generation = 0
         self._new_engine()
 
@@ -122,31 +155,87 @@ class JITEngine:
         mpm = pb.getModulePassManager()     # a fresh pass manager per module (FACTS.md)
         mpm.run(mod, pb)
 
-    def compile(self, ir_text: str, table_symbol: str, entries: int) -> list[int]:
-        """Compile one module and return the addresses in its table."""
+    def compile(self, ir_text: str, table_symbol: str, entries: int,
+                cache_tag: str = "") -> list[int]:
+        """Compile one module (or load its object code from the persistent cache) and
+        return the addresses in its table. ``cache_tag`` names the options that shaped
+        the IR beyond its text (nothing, today: the text says it all)."""
+        import ctypes
         t0 = time.perf_counter()
         if "op" in self.debug:
             self.debug_out.write(f"OP ({table_symbol}):\n{ir_text}\n")
-        mod = llvm.parse_assembly(ir_text)
-        mod.triple = self.triple
-        t1 = time.perf_counter()
-        mod.verify()
-        self._optimise(mod, self.opt_level)
-        if "op_opt" in self.debug and self.opt_level > 0:
-            self.debug_out.write(f"OP_OPT ({table_symbol}):\n{mod}\n")
-        if "out_asm" in self.debug:
-            self.debug_out.write(f"OUT_ASM ({table_symbol}):\n{self.tm.emit_assembly(mod)}\n")
-        self.ee.add_module(mod)
+        obj = None
+        key = None
+        if self.cache is not None and not self.debug & {"op_opt", "out_asm"}:
+            key = self.cache.key(self.cache_prefix, cache_tag, ir_text)
+            obj = self.cache.get(key)
+        if obj is None:
+            mod = llvm.parse_assembly(ir_text)
+            mod.triple = self.triple
+            t1 = time.perf_counter()
+            self.stats.parse_seconds += t1 - t0
+            mod.verify()
+            self._optimise(mod, self.opt_level)
+            if "op_opt" in self.debug and self.opt_level > 0:
+                self.debug_out.write(f"OP_OPT ({table_symbol}):\n{mod}\n")
+            if "out_asm" in self.debug:
+                self.debug_out.write(f"OUT_ASM ({table_symbol}):\n"
+                                     f"{self.tm.emit_assembly(mod)}\n")
+            obj = self.tm.emit_object(mod)
+            if key is not None:
+                self.cache.put(key, obj)
+        else:
+            self.stats.cache_hits += 1
+        self.ee.add_object_file(llvm.ObjectFileRef.from_data(obj))
         self.ee.finalize_object()
         base = self.ee.get_global_value_address(table_symbol)
         t2 = time.perf_counter()
-        import ctypes
         addrs = list((ctypes.c_uint64 * entries).from_address(base))
         self.stats.modules += 1
-        self.stats.parse_seconds += t1 - t0
         self.stats.compile_seconds += t2 - t0
         self.stats.ir_bytes += len(ir_text)
         return addrs
 
+    def compile_object(self, ir_text: str, opt_level: int, codegen_opt: int) -> bytes:
+        """Optimise and compile a module to relocatable object code (what a worker
+        process does for a region; also used in-process)."""
+        return compile_object(ir_text, opt_level, codegen_opt, self.triple)
+
+    def add_object(self, obj: bytes, table_symbol: str, entries: int) -> list[int]:
+        """Load object code into the engine, link it, return its table's addresses."""
+        import ctypes
+        t0 = time.perf_counter()
+        self.ee.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        self.ee.finalize_object()
+        base = self.ee.get_global_value_address(table_symbol)
+        if not base:
+            raise RuntimeError(f"object code has no {table_symbol}")
+        self.stats.compile_seconds += time.perf_counter() - t0
+        return list((ctypes.c_uint64 * entries).from_address(base))
+
     def close(self) -> None:
         self.ee.close()
+
+
+_TMS: dict = {}
+
+
+def compile_object(ir_text: str, opt_level: int, codegen_opt: int, triple: str | None = None
+                   ) -> bytes:
+    """Parse, verify, optimise (a fresh pass manager per module) and emit object code.
+    Runs in worker processes too: it touches nothing but LLVM."""
+    init_llvm()
+    tm = _TMS.get(codegen_opt)
+    if tm is None:
+        cpu, features = host_cpu()
+        tm = _TMS[codegen_opt] = llvm.Target.from_default_triple().create_target_machine(
+            cpu=cpu, features=features, opt=codegen_opt, reloc="default",
+            codemodel="jitdefault")
+    mod = llvm.parse_assembly(ir_text)
+    mod.triple = triple or llvm.get_process_triple()
+    mod.verify()
+    if opt_level > 0:
+        pto = llvm.create_pipeline_tuning_options(speed_level=min(opt_level, 3))
+        pb = llvm.create_pass_builder(tm, pto)
+        pb.getModulePassManager().run(mod, pb)
+    return tm.emit_object(mod)

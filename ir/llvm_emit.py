@@ -36,7 +36,7 @@ from dbtlab.ir.env import (H_GET_FFLAGS, H_PROF_EDGE, H_RM_POP, H_RM_PUSH, H_SET
                            PROF_INDIRECT, PROF_KIND_SHIFT, SLOTS_OFF, WLOG_SIZE)
 from dbtlab.ir.interp import InterpBuilder
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
-                             EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
+                             EXIT_FENCE_I, EXIT_HOT, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
                              FAULT_MISALIGNED, offset)
 from dbtlab.runtime.memory import ADDR_LIMIT
 from dbtlab.translator.block import GuestBlock
@@ -72,6 +72,7 @@ OFF_PROF_COUNTS = offset("prof_counts")
 OFF_PROF_SLOTS = offset("prof_slots")
 OFF_PROF_LAST = offset("prof_last")
 OFF_WLOG = offset("wlog")
+OFF_HOT = offset("hot_counts")
 OFF_WLOG_N = offset("wlog_n")
 
 
@@ -137,8 +138,9 @@ class ModuleEmitter:
     """Collects blocks of one translation batch into one module."""
 
     def __init__(self, name: str, chaining: bool, slot_ids, profile: bool = False,
-                 block_ids=None, write_log: bool = False) -> None:
+                 block_ids=None, write_log: bool = False, hot: bool = False) -> None:
         self.name = name
+        self.hot = hot                     # count executions towards a region (tiering)
         self.write_log = write_log         # log every store address (differential tests)
         self.chaining = chaining
         self.profile = profile
@@ -198,7 +200,10 @@ class LLVMBuilder(Builder):
         self.cache: dict[tuple, object] = {}   # committed register values
         self.pending: dict[tuple, object] = {}  # this instruction's writes
         self.dirty: dict[tuple, object] = {}    # completed writes not stored yet
-        self.after: set[int] = set()            # @Nk@ placeholders used
+        self.after: set[tuple] = set()          # @N<tag><k>@ placeholders used
+        self.block_lengths: dict[str, int] = {}  # tag -> instructions in that guest block
+        self.ntag = ""                           # placeholder tag of the current block
+        self.ic2 = "%ic2"                        # icount after the current block's entry
         self.narrow: dict[str, str] = {}        # i64 value -> the i32 it zero-extends
         self.exits: dict[tuple, str] = {}      # (k, reason) -> exit label
         self.exit_bodies: list[str] = []
@@ -304,16 +309,17 @@ class LLVMBuilder(Builder):
     def exit_label(self, k: int, reason: int, pc: int | None = None) -> str:
         """A label that leaves the block before instruction k (for EXIT_FENCE_I: after it,
         at pc) with ``reason``: state.pc set, icount counting only what ran."""
-        key = (k, reason)
+        key = (self.ntag, k, reason)
         lab = self.exits.get(key)
         if lab is None:
-            lab = self.exits[key] = f"X{k}_{reason}"
+            lab = self.exits[key] = f"X{self.ntag}{k}_{reason}"
             pc = self.pc if pc is None else pc
             ran = k + 1 if reason == EXIT_FENCE_I else k
             body = [f"{lab}:"]
+            self._exit_prologue(body)
             body.append(f"  store i64 {lit(pc)}, ptr {self.ptr(OFF_PC, body)}")
-            body.append(f"  %ic_{lab} = sub i64 %ic2, @N{ran}@")
-            self.after.add(ran)
+            body.append(f"  %ic_{lab} = sub i64 {self.ic2}, @N{self.ntag}{ran}@")
+            self.after.add((self.ntag, ran))
             body.append(f"  store i64 %ic_{lab}, ptr {self.ptr(OFF_ICOUNT, body)}")
             if reason == EXIT_ILLEGAL:
                 body.append(f"  store i64 {self.insn.word}, ptr {self.ptr(OFF_AUX, body)}")
@@ -326,6 +332,9 @@ class LLVMBuilder(Builder):
             self.exit_bodies.append("\n".join(body))
         return lab
 
+    def _exit_prologue(self, body: list[str]) -> None:
+        """Hook for the second tier (its registers reach the state in exit paths)."""
+
     def finish(self, ninsns: int) -> str:
         head = [f"define internal {CC} i64 @{self.fname}(ptr %st) #0 {{", "entry:",
                 f"  %pic = getelementptr i8, ptr %st, i64 {OFF_ICOUNT}",
@@ -333,12 +342,23 @@ class LLVMBuilder(Builder):
                 "  %ic = load i64, ptr %pic",
                 "  %lim = load i64, ptr %plim",
                 f"  %ic2 = add i64 %ic, {ninsns}",
-                "  %ok = icmp ule i64 %ic2, %lim",
-                "  br i1 %ok, label %" + ("bodyp" if self.mod.profile else "body")
-                + ", label %nobudget",
-                "nobudget:"]
+                "  %ok = icmp ule i64 %ic2, %lim"]
+        go = "%ok"
+        if self.mod.hot:          # count down to the moment this block becomes hot
+            head.append(f"  %hp = load ptr, ptr {self.ptr(OFF_HOT, head)}")
+            head += [f"  %hq = getelementptr i64, ptr %hp, i64 {self.code.id}",
+                     "  %h = load i64, ptr %hq", "  %h1 = sub i64 %h, 1",
+                     "  store i64 %h1, ptr %hq", "  %notyet = icmp ne i64 %h1, 0",
+                     "  %go = and i1 %ok, %notyet"]
+            go = "%go"
+        head += ["  br i1 " + go + ", label %" + ("bodyp" if self.mod.profile else "body")
+                 + ", label %nobudget", "nobudget:"]
         head.append(f"  store i64 {lit(self.code.block.pc)}, ptr {self.ptr(OFF_PC, head)}")
         budget_fn = self.helper_ptr(EXIT_BUDGET, head)
+        if self.mod.hot:
+            hot_fn = self.helper_ptr(EXIT_HOT, head)
+            head.append(f"  %nbfn = select i1 %notyet, ptr {budget_fn}, ptr {hot_fn}")
+            budget_fn = "%nbfn"
         head += ["  br label %exit", "body:" if not self.mod.profile else "bodyp:",
                  f"  %pic2 = getelementptr i8, ptr %st, i64 {OFF_ICOUNT}",
                  "  store i64 %ic2, ptr %pic2"]
@@ -353,8 +373,13 @@ class LLVMBuilder(Builder):
                 f"  %r = musttail call {CC} i64 %fn(ptr %st)",
                 "  ret i64 %r", "}"]
         text = "\n".join(head + self.lines + self.exit_bodies + tail)
-        for ran in self.after:    # @Nk@: how many of the block's instructions follow the kth
-            text = text.replace(f"@N{ran}@", str(ninsns - ran))
+        self.block_lengths[""] = ninsns
+        return self.substitute_counts(text)
+
+    def substitute_counts(self, text: str) -> str:
+        """@N<tag><k>@: how many instructions of block <tag> follow its kth."""
+        for tag, ran in self.after:
+            text = text.replace(f"@N{tag}{ran}@", str(self.block_lengths[tag] - ran))
         return text
 
     def _profile_entry(self) -> list[str]:
@@ -582,8 +607,8 @@ class LLVMBuilder(Builder):
         if csr in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):
             # instructions retired before this one: icount at block entry + k
             r = self._v()
-            self.e(f"{r} = sub i64 %ic2, @N{self.k}@")
-            self.after.add(self.k)
+            self.e(f"{r} = sub i64 {self.ic2}, @N{self.ntag}{self.k}@")
+            self.after.add((self.ntag, self.k))
             return r
         raise ValueError(f"unsupported CSR {csr:#x}")
 
@@ -603,7 +628,7 @@ class LLVMBuilder(Builder):
             self.frm_checked = False
 
     # ---- memory ----------------------------------------------------------------------
-    def _host_ptr(self, addr) -> str:
+    def _host_ptr(self, addr, size: int = 1, write: bool = False) -> str:
         """Host pointer for a guest address; marks the instruction (for host faults)."""
         if not self.marked:
             self.e(f"store i64 {lit(self.pc)}, ptr {self.ptr(OFF_PC)}")
@@ -623,7 +648,7 @@ class LLVMBuilder(Builder):
     def load(self, addr, size, signed, for_write=False):
         # for_write needs nothing here: the store that follows faults in the host if the
         # page is not writable, and the interpreter then reports the store fault
-        p = self._host_ptr(addr)
+        p = self._host_ptr(addr, size, for_write)
         ity = f"i{8 * size}"
         raw = self._v()
         # volatile: a load whose value is discarded (rd = x0) must still fault
@@ -648,7 +673,7 @@ class LLVMBuilder(Builder):
     def store(self, addr, v, size):
         if self.mod.write_log:
             self._log_write(addr)
-        p = self._host_ptr(addr)
+        p = self._host_ptr(addr, size, True)
         val = self.a(v)
         if size < 8:
             if isinstance(v, int):
@@ -671,7 +696,7 @@ class LLVMBuilder(Builder):
             self.put_label(lx)
         if self.mod.write_log:
             self._log_write(addr)
-        p = self._host_ptr(addr)
+        p = self._host_ptr(addr, size, True)
         cur, exp, eq, nv, sel = (self._v() for _ in range(5))
         self.e(f"{cur} = load {ity}, ptr {p}, align {size}")
         self.e(f"{exp} = trunc i64 {self.a(expected)} to {ity}" if size < 8 else

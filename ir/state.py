@@ -27,12 +27,13 @@ EXIT_SMC = 8           # a store hit a page holding translated code; state.pc is
 EXIT_FENCE_I = 9       # fence.i executed; state.pc is the next insn
 EXIT_INTERP_ONE = 10   # run the instruction at state.pc in the reference interpreter
 EXIT_HOSTFAULT = 11    # translated code faulted in the host: state.pc is the instruction
+EXIT_HOT = 12          # the block at state.pc became hot (it has not run this time)
 
 EXIT_NAMES = {
     EXIT_LOOKUP: "lookup", EXIT_CHAIN: "chain", EXIT_MISS: "miss", EXIT_BUDGET: "budget",
     EXIT_ECALL: "ecall", EXIT_EBREAK: "ebreak", EXIT_FAULT: "fault", EXIT_ILLEGAL: "illegal",
     EXIT_SMC: "smc", EXIT_FENCE_I: "fence.i", EXIT_INTERP_ONE: "interp-one",
-    EXIT_HOSTFAULT: "host-fault",
+    EXIT_HOSTFAULT: "host-fault", EXIT_HOT: "hot",
 }
 NUM_EXITS = 16
 
@@ -76,6 +77,9 @@ FIELDS: tuple[Field, ...] = (
     Field("prof_slots", 1, "host address of the chain-slot transition counters"),
     Field("prof_edges", 1, "host address of the dynamic edge table {key, count}"),
     Field("prof_last", 1, "block id | kind << 24 of a dynamic exit not yet recorded"),
+    Field("hot_counts", 1, "host address of the first-tier hotness counters (per block id)"),
+    Field("read_bits", 1, "host address of the readable-page bitmap (second tier)"),
+    Field("write_bits", 1, "host address of the writable-page bitmap (second tier)"),
     # ---- write log (used only by code translated for the differential tester) ----
     Field("wlog", 1, "host address of the store-address log (u64 ring of WLOG_SIZE)"),
     Field("wlog_n", 1, "stores logged so far"),

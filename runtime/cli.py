@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_snapshot_parser(sub)
     add_analysis_parsers(sub)
 
+    c = sub.add_parser("cache", help="the persistent translation cache")
+    c.add_argument("action", choices=("stats", "clear"))
+    c.add_argument("--cache-dir", metavar="DIR", help="cache directory (default: "
+                   "$DBTLAB_CACHE_DIR or ~/.cache/dbtlab)")
+
     d = sub.add_parser("disas", help="disassemble a program (objdump -d style)")
     d.add_argument("program", metavar="PROGRAM")
     d.add_argument("--function", metavar="NAME", help="only this function (symbol)")
@@ -107,6 +112,16 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
                    help="deterministic clocks derived from the instruction count")
     r.add_argument("--stats", action="store_true",
                    help="print execution and translation statistics on exit")
+    r.add_argument("--cache-dir", metavar="DIR",
+                   help="persistent translation cache directory (default: $DBTLAB_CACHE_DIR "
+                        "or ~/.cache/dbtlab)")
+    r.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the persistent translation cache")
+    r.add_argument("--regions", type=int, metavar="N", default=None,
+                   help="form optimised regions from blocks executed N times (0: off; "
+                        "default: %(default)s)")
+    r.add_argument("--region-workers", type=int, metavar="J", default=None,
+                   help="worker processes compiling regions (0: compile in-process)")
     r.add_argument("--profile", metavar="FILE",
                    help="record a profile (block counts, transitions, translation events) "
                         "to FILE (.json or .json.gz); needs --accel llvm")
@@ -123,10 +138,20 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         raise DbtError("--max-insns must be >= 0")
     if getattr(a, "profile", None) and a.accel != "llvm":
         raise DbtError("--profile needs --accel llvm (profiles count translated blocks)")
-    return RunConfig(accel=a.accel, strace=a.strace, max_insns=a.max_insns, debug=debug,
-                     debug_file=a.debug_file, opt_level=a.opt,
-                     time_mode="virtual" if a.virtual_time else "host",
-                     profile=bool(getattr(a, "profile", None)))
+    cfg = RunConfig(accel=a.accel, strace=a.strace, max_insns=a.max_insns, debug=debug,
+                    debug_file=a.debug_file, opt_level=a.opt,
+                    time_mode="virtual" if a.virtual_time else "host",
+                    profile=bool(getattr(a, "profile", None)),
+                    cache=not a.no_cache, cache_dir=a.cache_dir)
+    if a.regions is not None:
+        if a.regions < 0:
+            raise DbtError("--regions must be >= 0")
+        cfg.region_threshold = a.regions
+    if a.region_workers is not None:
+        if a.region_workers < 0:
+            raise DbtError("--region-workers must be >= 0")
+        cfg.region_workers = a.region_workers
+    return cfg
 
 
 def guest_env(a: argparse.Namespace) -> list[str]:
@@ -210,6 +235,19 @@ def cmd_difftest(a: argparse.Namespace) -> int:
     return 0 if r.ok else 1
 
 
+def cmd_cache(a: argparse.Namespace) -> int:
+    from dbtlab.ir.objcache import ObjectCache
+    cache = ObjectCache(a.cache_dir or os.environ.get("DBTLAB_CACHE_DIR"))
+    if a.action == "clear":
+        n = cache.clear()
+        print(f"removed {n} entries from {cache.dir}")
+        return 0
+    s = cache.summary()
+    print(f"{s['directory']}: {s['entries']} entries, {s['bytes'] / 1e6:.1f} MB "
+          f"(limit {s['max_bytes'] / 1e6:.0f} MB)")
+    return 0
+
+
 def cmd_disas(a: argparse.Namespace) -> int:
     from dbtlab.runtime.disas import disassemble_program
     for line in disassemble_program(a.program, a.function):
@@ -232,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_disas(a)
         if a.command == "difftest":
             return cmd_difftest(a)
+        if a.command == "cache":
+            return cmd_cache(a)
         if a.command == "snapshot":
             return cmd_snapshot(a)
         if a.command == "graph":

@@ -37,6 +37,11 @@ class RunConfig:
     chaining: bool = True
     time_mode: str = "host"               # "host" clocks, or "virtual" (deterministic)
     profile: bool = False                 # count block executions and transitions (llvm)
+    region_threshold: int = 0             # executions that make a block hot (0: no regions)
+    region_workers: int = 1               # processes compiling regions (0: in-process)
+    region_opt: int = 2                   # LLVM pass and codegen level for regions
+    cache: bool = True                    # persistent translation cache (object code)
+    cache_dir: str | None = None          # default: $DBTLAB_CACHE_DIR or ~/.cache/dbtlab
     extra: dict = field(default_factory=dict)
 
     @classmethod

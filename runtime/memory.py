@@ -109,13 +109,38 @@ class GuestMemory:
         self.code_write_listeners: list[Callable[[int], None]] = []
         #: when a set, every page written from Python is added to it (difftest)
         self.write_log: set[int] | None = None
+        # one bit per guest page: readable / writable-and-not-code. Second-tier code checks
+        # them so that it never faults in the host (one extra zero byte for the guard).
+        nbytes = (ADDR_LIMIT >> PAGE_SHIFT) // 8 + 1
+        self.read_bits = (ctypes.c_uint8 * nbytes)()
+        self.write_bits = (ctypes.c_uint8 * nbytes)()
 
     # ---- host views ----------------------------------------------------------------------
     def host_address(self, addr: int) -> int:
         """Address of guest ``addr`` in the read-write host view."""
         return self.host_base + addr
 
+    @staticmethod
+    def _set_bits(bits, pn: int, n: int, on: bool) -> None:
+        """Set or clear bits pn .. pn+n-1 (whole bytes at once where possible)."""
+        end = pn + n
+        while pn < end and pn & 7:
+            bits[pn >> 3] = (bits[pn >> 3] | (1 << (pn & 7))) if on else \
+                (bits[pn >> 3] & ~(1 << (pn & 7)))
+            pn += 1
+        whole = (end - pn) >> 3
+        if whole:
+            ctypes.memset(ctypes.addressof(bits) + (pn >> 3), 0xFF if on else 0, whole)
+            pn += whole << 3
+        while pn < end:
+            bits[pn >> 3] = (bits[pn >> 3] | (1 << (pn & 7))) if on else \
+                (bits[pn >> 3] & ~(1 << (pn & 7)))
+            pn += 1
+
     def _guest_view_protect(self, pn: int, npages: int, prot: int) -> None:
+        self._set_bits(self.read_bits, pn, npages, bool(prot & PROT_READ))
+        self._set_bits(self.write_bits, pn, npages,
+                       bool(prot & PROT_WRITE) and not prot & PROT_CODE)
         host = _HOST_NONE
         if prot & PROT_READ:
             host = _HOST_READ

@@ -39,10 +39,39 @@ class TB:
     incoming: set[int] = field(default_factory=set)      # slot ids chained to us
     compile_seconds: float = 0.0   # its share of the module's compile time
     valid: bool = True
+    successors: list[int] = field(default_factory=list)   # static direct targets
+    tier: int = 1
 
     @property
     def pc(self) -> int:
         return self.key[0]
+
+    @property
+    def pages(self) -> set[int]:
+        return self.block.pages
+
+    def block_of(self, pc: int) -> GuestBlock | None:
+        """The guest block holding the instruction at pc."""
+        return self.block if any(p == pc for p, _ in self.block.insns) else None
+
+
+@dataclass
+class RegionTB(TB):
+    """A second-tier region: several guest blocks compiled as one function, entered at
+    ``pc``; its key is (pc, "region")."""
+
+    blocks: list[GuestBlock] = field(default_factory=list)
+    tier: int = 2
+
+    @property
+    def pages(self) -> set[int]:
+        out: set[int] = set()
+        for b in self.blocks:
+            out |= b.pages
+        return out
+
+    def block_of(self, pc: int) -> GuestBlock | None:
+        return next((b for b in self.blocks if any(p == pc for p, _ in b.insns)), None)
 
 
 class TranslationCache:
@@ -85,9 +114,14 @@ class TranslationCache:
     def get(self, pc: int, limit: int | None = None) -> TB | None:
         return self.blocks.get((pc, limit))
 
+    def best(self, pc: int) -> TB | None:
+        """What code entering at pc should run: its region if there is one, else its
+        first-tier block."""
+        return self.blocks.get((pc, "region")) or self.blocks.get((pc, None))
+
     def insert(self, tb: TB) -> None:
         self.blocks[tb.key] = tb
-        for pn in tb.block.pages:
+        for pn in tb.pages:
             self.by_page.setdefault(pn, set()).add(tb.key)
 
     def add_slot(self, rec: SlotRec) -> None:
@@ -139,7 +173,7 @@ class TranslationCache:
                     self.unlink(sid)
                     del self.slots[sid]
                     self._free.append(sid)
-            for pn in tb.block.pages:
+            for pn in tb.pages:
                 keys = self.by_page.get(pn)
                 if keys is not None:
                     keys.discard(tb.key)

@@ -30,7 +30,7 @@ from dbtlab.ir.jit import JITEngine
 from dbtlab.ir.llvm_emit import ModuleEmitter
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
                              EXIT_FENCE_I, EXIT_HOSTFAULT, EXIT_ILLEGAL, EXIT_INTERP_ONE,
-                             EXIT_LOOKUP, EXIT_MISS, EXIT_NAMES)
+                             EXIT_HOT, EXIT_LOOKUP, EXIT_MISS, EXIT_NAMES)
 from dbtlab.runtime.accel.base import AccelStats, Accelerator, Exit
 from dbtlab.runtime.accel.interp import InterpAccel
 from dbtlab.runtime.memory import ADDR_LIMIT, PAGE_SHIFT, GuestFault
@@ -58,6 +58,12 @@ class TranslationStats(AccelStats):
     invalidated: int = 0
     smc: int = 0                    # stores into translated code
     host_faults: int = 0
+    regions: int = 0                # second-tier regions installed
+    region_blocks: int = 0
+    region_insns: int = 0
+    region_seconds: float = 0.0     # compiling regions (in workers when there are workers)
+    regions_dropped: int = 0        # compiled too late (code changed or flushed meanwhile)
+    cache_hits: int = 0             # modules loaded from the persistent cache
     links: int = 0
     flushes: int = 0
 
@@ -70,12 +76,16 @@ class TranslationStats(AccelStats):
         d.update(blocks=self.blocks, guest_insns=self.guest_insns, modules=self.modules,
                  emit_seconds=self.emit_seconds, compile_seconds=self.compile_seconds,
                  truncated=self.truncated, invalidated=self.invalidated, links=self.links,
-                 flushes=self.flushes, smc=self.smc, host_faults=self.host_faults)
+                 flushes=self.flushes, smc=self.smc, host_faults=self.host_faults,
+                 regions=self.regions, region_blocks=self.region_blocks,
+                 region_insns=self.region_insns, region_seconds=self.region_seconds,
+                 regions_dropped=self.regions_dropped)
         ub = sorted(self.us_per_block())
         if ub:
             d["median_us_per_block"] = ub[len(ub) // 2]
         if self.blocks:
             d["us_per_block"] = 1e6 * (self.emit_seconds + self.compile_seconds) / self.blocks
+        d["cache_hits"] = self.cache_hits
         return d
 
 
@@ -92,7 +102,10 @@ class LLVMAccel(Accelerator):
         self.debug_out = open(cfg.debug_file, "a") if cfg.debug_file else sys.stderr
         hostfault.install()
         self.env = JITEnv()
-        self.jit = JITEngine(cfg.opt_level, cfg.codegen_opt, cfg.debug, self.debug_out)
+        import os
+        self.jit = JITEngine(cfg.opt_level, cfg.codegen_opt, cfg.debug, self.debug_out,
+                             cache_dir=cfg.cache_dir or os.environ.get("DBTLAB_CACHE_DIR"),
+                             use_cache=cfg.cache)
         self._engine_ready()
         self.cache = TranslationCache(self.env.set_slot, self.jit.helpers[EXIT_CHAIN],
                                       MAX_SLOTS)
@@ -102,6 +115,12 @@ class LLVMAccel(Accelerator):
         self._fn_blocks: dict[int, TB] = {}
         self.interp = InterpAccel(machine, decode_cache=False)
         self.write_log = None                 # ctypes buffer while the write log is on
+        self.threshold = 0 if cfg.profile else cfg.region_threshold
+        self.hot_counts = None
+        self._next_block_id = 1
+        if self.threshold:
+            from dbtlab.ir.env import PROF_MAX_BLOCKS
+            self.hot_counts = (ctypes.c_uint64 * PROF_MAX_BLOCKS)()
         self.profiler = None
         if cfg.profile:
             from dbtlab.runtime.profile import ProfileRecorder
@@ -134,6 +153,11 @@ class LLVMAccel(Accelerator):
         for tb in gone:
             if tb.key[1] is None:
                 self.env.jc_drop(tb.pc)
+        for tb in gone:
+            if tb.key[1] == "region":
+                t1 = self.cache.get(tb.pc)
+                if t1 is not None:
+                    self.env.jc_set(tb.pc, t1.fn)
         for pn in pages:
             if pn not in self.cache.by_page:
                 self.mem.unmark_code(pn)
@@ -206,8 +230,9 @@ class LLVMAccel(Accelerator):
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
                             self.cache.new_slot_id, profile=self.profiler is not None,
-                            block_ids=self.profiler.new_block_id if self.profiler else None,
-                            write_log=self.write_log is not None)
+                            block_ids=self._block_ids(),
+                            write_log=self.write_log is not None,
+                            hot=self.hot_counts is not None and not limit)
         batch = 1 if limit else max(1, self.cfg.batch_blocks)
         max_len = limit or self.cfg.max_block_insns
         queue = [pc]
@@ -236,7 +261,8 @@ class LLVMAccel(Accelerator):
         for code in mod.blocks:
             blk = code.block
             tb = TB((blk.pc, limit), blk, addrs[code.table_index], mod.name,
-                    compile_seconds=(t2 - t0) / len(mod.blocks))
+                    compile_seconds=(t2 - t0) / len(mod.blocks),
+                    successors=list(code.successors))
             self.cache.insert(tb)
             new_tbs.append(tb)
             bisect.insort(self._fn_starts, tb.fn)
@@ -258,12 +284,13 @@ class LLVMAccel(Accelerator):
             self.profiler.on_module(mod.name, mod.blocks, new_tbs, t1 - t0, t2 - t1, addrs)
         if self.cfg.chain:      # link what can be linked now, saving an exit per edge
             for rec in new_slots:
-                tgt = self.cache.blocks.get((rec.target_pc, None))
+                tgt = self.cache.best(rec.target_pc)
                 if tgt is not None:
                     self.cache.link(rec.id, tgt)
                     if self.profiler is not None:
                         self.profiler.on_link(rec.id, rec.source, tgt)
         st = self.stats
+        st.cache_hits = self.jit.stats.cache_hits
         st.blocks += len(mod.blocks)
         st.guest_insns += ninsns
         st.modules += 1
@@ -287,6 +314,21 @@ class LLVMAccel(Accelerator):
                 sym = self.machine.where_symbol(c.block.pc).split(" ", 1)[-1].strip("<>")
                 f.write(f"{a:x} {nxt - a:x} guest_{c.block.pc:x}_{sym}\n")
 
+    def _block_ids(self):
+        if self.profiler is not None:
+            return self.profiler.new_block_id
+        if self.hot_counts is None:
+            return None
+
+        def new_id() -> int:
+            bid = self._next_block_id
+            if bid >= len(self.hot_counts):
+                return 0          # counter 0 never fires (it wraps to 2**64 - 1)
+            self._next_block_id += 1
+            self.hot_counts[bid] = self.threshold
+            return bid
+        return new_id
+
     def _dump_in_asm(self, tb: TB) -> None:
         try:
             from dbtlab.translator.disasm import disasm
@@ -297,6 +339,107 @@ class LLVMAccel(Accelerator):
         for pc, insn in tb.block.insns:
             out.append(f"0x{pc:016x}:  {insn.hex():<8}  {disasm(insn, pc)}")
         self.debug_out.write("\n".join(out) + "\n\n")
+
+    # ---- second tier: hot regions ----------------------------------------------------
+    def form_region(self, entry: TB) -> list[TB]:
+        """The first-tier blocks of the region entered at ``entry``: the loop it heads or
+        lies in (the strongly connected part of the static control flow among translated
+        blocks that can reach back to it), else a trace of its successors. Bounded."""
+        from dbtlab.ir.region_emit import MAX_REGION_BLOCKS, MAX_REGION_INSNS
+        def succ(tb: TB) -> list[TB]:
+            out = []
+            for t in tb.successors:
+                s = self.cache.get(t)
+                if s is not None and s not in out:
+                    out.append(s)
+            return out
+        order, seen = [entry], {entry.pc}
+        i = 0
+        while i < len(order) and len(order) < 4 * MAX_REGION_BLOCKS:
+            for s in succ(order[i]):
+                if s.pc not in seen:
+                    seen.add(s.pc)
+                    order.append(s)
+            i += 1
+        back = {entry.pc}
+        changed = True
+        while changed:                       # blocks of `order` that can reach the entry
+            changed = False
+            for tb in order:
+                if tb.pc not in back and any(s.pc in back for s in succ(tb)):
+                    back.add(tb.pc)
+                    changed = True
+        if len(back) > 1 or entry.pc in entry.successors:
+            picked = [tb for tb in order if tb.pc in back]
+        else:                                # no loop through it: a trace
+            picked, tb = [entry], entry
+            while len(picked) < 8:
+                nxt = [s for s in succ(tb) if s not in picked]
+                if not nxt:
+                    break
+                tb = nxt[-1]                  # the fall-through successor comes last
+                picked.append(tb)
+        out, n = [], 0
+        for tb in picked:
+            if len(out) >= MAX_REGION_BLOCKS or n + len(tb.block.insns) > MAX_REGION_INSNS:
+                break
+            out.append(tb)
+            n += len(tb.block.insns)
+        return out
+
+    def _on_hot(self, pc: int) -> None:
+        entry = self.cache.get(pc)
+        if entry is None or self.cache.get(pc, "region") is not None:
+            return
+        tbs = self.form_region(entry)
+        self.compile_region(entry, tbs)
+
+    def compile_region(self, entry: TB, tbs: list[TB]) -> None:
+        from dbtlab.ir.region_emit import emit_region
+        t0 = time.perf_counter()
+        mod = ModuleEmitter(f"R{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
+                            self.cache.new_slot_id, write_log=self.write_log is not None)
+        code = emit_region(mod, entry.pc, [tb.block for tb in tbs])
+        text = mod.text()
+        if "op" in self.debug:
+            self.debug_out.write(f"OP (region {entry.pc:#x}):\n{text}\n")
+        obj = self.jit.compile_object(text, self.cfg.region_opt, self.cfg.region_opt)
+        self.stats.region_seconds += time.perf_counter() - t0
+        self.install_region(entry, tbs, mod, code, obj, self.jit.generation)
+
+    def install_region(self, entry: TB, tbs: list[TB], mod, code, obj: bytes,
+                       generation: int) -> bool:
+        """Link a compiled region in: it becomes what the jump cache and every chain into
+        its entry run. Dropped if its code changed or the engine was flushed meanwhile."""
+        from dbtlab.translator.tcache import RegionTB
+        if generation != self.jit.generation or not all(tb.valid for tb in tbs) or \
+                self.cache.get(entry.pc, "region") is not None:
+            self.stats.regions_dropped += 1
+            return False
+        addrs = self.jit.add_object(obj, f"tbl_{mod.name}", len(mod.table))
+        rtb = RegionTB((entry.pc, "region"), entry.block, addrs[code.table_index], mod.name,
+                       successors=list(code.successors), blocks=list(code.blocks))
+        self.cache.insert(rtb)
+        bisect.insort(self._fn_starts, rtb.fn)
+        self._fn_blocks[rtb.fn] = rtb
+        for sl in code.slots:
+            rec = SlotRec(sl.id, rtb.key, sl.target)
+            self.cache.add_slot(rec)
+            if self.cfg.chain:
+                tgt = self.cache.best(sl.target)
+                if tgt is not None:
+                    self.cache.link(sl.id, tgt)
+        for sid in list(entry.incoming):     # predecessors now enter the region
+            self.cache.link(sid, rtb)
+        self.env.jc_set(entry.pc, rtb.fn)
+        st = self.stats
+        st.regions += 1
+        st.region_blocks += len(code.blocks)
+        st.region_insns += code.guest_insns
+        if "in_asm" in self.debug:
+            self.debug_out.write(f"REGION {self.machine.where_symbol(entry.pc)}: "
+                                 f"{len(code.blocks)} blocks, {code.guest_insns} insns\n\n")
+        return True
 
     # ---- running ---------------------------------------------------------------------
     def _load_env(self, budget: int, instret: int) -> None:
@@ -310,6 +453,10 @@ class LLVMAccel(Accelerator):
             self.profiler.install(st)
         if self.write_log is not None:
             st.wlog = ctypes.addressof(self.write_log)
+        if self.hot_counts is not None:
+            st.hot_counts = ctypes.addressof(self.hot_counts)
+            st.read_bits = ctypes.addressof(self.mem.read_bits)
+            st.write_bits = ctypes.addressof(self.mem.write_bits)
 
     def _store_env(self) -> None:
         self.machine.cpu.copy_from(self.env.state)
@@ -363,6 +510,8 @@ class LLVMAccel(Accelerator):
                 ex = self._interp_one(start)
                 if ex is not None:
                     return self._exit(ex, start)
+            elif r == EXIT_HOT:
+                self._on_hot(st.pc)
             elif r in (EXIT_FENCE_I, EXIT_LOOKUP):
                 continue
             elif r in (EXIT_ECALL, EXIT_EBREAK, EXIT_ILLEGAL, EXIT_FAULT):
@@ -384,15 +533,17 @@ class LLVMAccel(Accelerator):
         self.stats.host_faults += 1
         i = bisect.bisect_right(self._fn_starts, st.host_pc) - 1
         tb = self._fn_blocks.get(self._fn_starts[i]) if i >= 0 else None
-        if tb is None:
-            raise RuntimeError(f"host fault at {st.host_pc:#x} outside translated code")
-        insns = tb.block.insns
+        blk = tb.block_of(st.pc) if tb is not None else None
+        if blk is None:
+            raise RuntimeError(f"host fault at {st.host_pc:#x} (guest pc {st.pc:#x}) "
+                               "outside translated code")
+        insns = blk.insns
         k = next(k for k, (pc, _) in enumerate(insns) if pc == st.pc)
         st.icount -= len(insns) - k
 
     def _chain(self, slot_id: int, target_pc: int):
         """An unlinked direct exit was taken: translate the target if needed and link."""
-        tb = self.cache.get(target_pc)
+        tb = self.cache.best(target_pc)
         if tb is None:
             try:
                 tb = self.translate(target_pc)
@@ -423,6 +574,10 @@ class LLVMAccel(Accelerator):
             self.profiler.install(st)
         if self.write_log is not None:
             st.wlog = ctypes.addressof(self.write_log)
+        if self.hot_counts is not None:
+            st.hot_counts = ctypes.addressof(self.hot_counts)
+            st.read_bits = ctypes.addressof(self.mem.read_bits)
+            st.write_bits = ctypes.addressof(self.mem.write_bits)
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1
         if ex.reason == EXIT_BUDGET:

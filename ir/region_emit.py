@@ -1,0 +1,302 @@
+"""Second-tier translation: a hot region of guest blocks as one LLVM function.
+
+A region is a set of guest blocks (a loop, or a trace) entered at one guest pc. Inside it,
+guest registers live in allocas that the optimiser promotes to SSA values, so they stay in
+host registers across the region's blocks; edges between the region's blocks are plain
+branches. The same semantics functions and the same lowering as the first tier are used
+(``RegionBuilder`` only changes where register values live and how blocks connect), so a
+region computes exactly what the first-tier blocks do.
+
+What stays exact:
+
+* region code never faults in the host: every guest access first checks the page's bit in
+  the readable or writable-and-not-code bitmap the guest memory keeps, and an access that
+  would fault (or cross a page, or store into translated code) leaves the region *before*
+  the instruction, to the first tier, which then runs it precisely. So registers need to
+  reach the CPU state only on the way out of the region, never on the hot path;
+* every guest block of the region still counts its instructions on entry and checks the
+  instruction limit (``--max-insns``, exit requests), leaving the region if it is reached;
+* exits to blocks outside the region are chain slots (linked to first-tier blocks or other
+  regions), indirect exits use the jump cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dbtlab.ir.llvm_emit import (CC, EXIT_BUDGET, MASK64, OFF_GUEST_BASE, OFF_ICOUNT,
+                                 OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter, Slot, lit,
+                                 needs_interpreter)
+from dbtlab.ir.state import EXIT_INTERP_ONE, EXIT_LOOKUP, offset
+from dbtlab.runtime.memory import ADDR_LIMIT, PAGE_SHIFT
+
+NPAGES = ADDR_LIMIT >> PAGE_SHIFT
+OFF_READ_BITS = offset("read_bits")
+OFF_WRITE_BITS = offset("write_bits")
+from dbtlab.translator.block import GuestBlock
+
+MAX_REGION_BLOCKS = 64
+MAX_REGION_INSNS = 1024
+
+
+@dataclass
+class _BlockView:
+    """What LLVMBuilder's exits read from ``self.code.block``."""
+
+    limit: None = None
+
+
+@dataclass
+class RegionCode:
+    """What the emitter produced for a region."""
+
+    name: str
+    entry: int
+    blocks: list[GuestBlock]
+    table_index: int = 0
+    slots: list[Slot] = field(default_factory=list)
+    successors: list[int] = field(default_factory=list)
+    block: _BlockView = field(default_factory=_BlockView)
+    id: int = 0
+
+    def block_of(self, pc: int) -> GuestBlock | None:
+        """The region block holding the instruction at pc (host-fault rewind)."""
+        for b in self.blocks:
+            if any(p == pc for p, _ in b.insns):
+                return b
+        return None
+
+    @property
+    def guest_insns(self) -> int:
+        return sum(len(b.insns) for b in self.blocks)
+
+    @property
+    def pages(self) -> set[int]:
+        out: set[int] = set()
+        for b in self.blocks:
+            out |= b.pages
+        return out
+
+
+class RegionBuilder(LLVMBuilder):
+    """LLVMBuilder whose register values live in allocas and whose block exits may be
+    branches to other blocks of the same function."""
+
+    def __init__(self, mod: ModuleEmitter, fname: str, inside: set[int]) -> None:
+        super().__init__(mod, fname)
+        self.inside = inside                  # guest pcs of the region's blocks
+        self.allocas: dict[tuple, str] = {}
+        self.written: set[tuple] = set()       # keys written anywhere in the region
+
+    # ---- register storage ------------------------------------------------------------
+    def _alloca(self, key: tuple) -> str:
+        a = self.allocas.get(key)
+        if a is None:
+            kind, idx = key
+            a = self.allocas[key] = f"%a_{kind}{idx}"
+        return a
+
+    def _read(self, key: tuple):
+        v = self.pending.get(key)
+        if v is not None:
+            return v
+        v = self.cache.get(key)
+        if v is not None:
+            return v
+        r = self._v()
+        self.e(f"{r} = load i64, ptr {self._alloca(key)}")
+        self.cache[key] = r
+        return r
+
+    def commit(self) -> None:
+        for key, v in self.pending.items():
+            self.e(f"store i64 {self.a(v)}, ptr {self._alloca(key)}")
+            self.cache[key] = v
+            self.written.add(key)
+        self.pending = {}
+
+    def flush(self) -> None:
+        """On the way out: every register the region writes reaches the state (the values
+        are read back from the allocas, i.e. as of the last completed instruction)."""
+        self.e("@FLUSHALL@")
+        self.e(f"store i64 {self.ic2}, ptr {self.ptr(OFF_ICOUNT)}")
+
+    def _exit_prologue(self, body: list[str]) -> None:
+        body.append("@FLUSHALL@")
+
+    def emit_insn(self, k: int, pc: int, insn) -> None:
+        # no flush before instructions that may leave: their exit paths flush
+        self.k, self.pc, self.insn = k, pc, insn
+        self.next_pc = (pc + insn.length) & MASK64
+        self.pending = {}
+        if needs_interpreter(insn):
+            self.e(f"br label %{self.exit_label(k, EXIT_INTERP_ONE)}")
+            self.terminated = True
+            return
+        insn.sem(self, insn)
+        if not self.terminated:
+            self.commit()
+
+    def _host_ptr(self, addr, size: int = 1, write: bool = False) -> str:
+        """Check the page bit, or leave the region before this instruction."""
+        self.uses_memory = True
+        p = self._v()
+        bits = "%wbits" if write else "%rbits"
+        if isinstance(addr, int):
+            pn = addr >> 12
+            ok = (pn < NPAGES and (addr & 0xFFF) + size <= 0x1000)
+            byte = pn >> 3 if ok else NPAGES >> 3
+            b, sh, bit, bp = self._v(), self._v(), self._v(), self._v()
+            self.e(f"{bp} = getelementptr i8, ptr {bits}, i64 {byte}")
+            self.e(f"{b} = load i8, ptr {bp}")
+            self.e(f"{sh} = lshr i8 {b}, {pn & 7}")
+            self.e(f"{bit} = trunc i8 {sh} to i1")
+            go = bit
+        else:
+            pn, inb, pn2, byte, bp, b, b7, sh, bit, off, fits, both, go = \
+                (self._v() for _ in range(13))
+            self.e(f"{pn} = lshr i64 {addr}, 12")
+            self.e(f"{inb} = icmp ult i64 {pn}, {NPAGES}")
+            self.e(f"{pn2} = select i1 {inb}, i64 {pn}, i64 {NPAGES}")
+            self.e(f"{byte} = lshr i64 {pn2}, 3")
+            self.e(f"{bp} = getelementptr i8, ptr {bits}, i64 {byte}")
+            self.e(f"{b} = load i8, ptr {bp}")
+            self.e(f"{b7} = trunc i64 {pn2} to i8")
+            self.e(f"{sh} = and i8 {b7}, 7")
+            t = self._v()
+            self.e(f"{t} = lshr i8 {b}, {sh}")
+            self.e(f"{bit} = trunc i8 {t} to i1")
+            if size > 1:
+                self.e(f"{off} = and i64 {addr}, 4095")
+                self.e(f"{fits} = icmp ule i64 {off}, {4096 - size}")
+                self.e(f"{both} = and i1 {bit}, {fits}")
+                go = both
+            else:
+                go = bit
+        lgo = self._label()
+        self.e(f"br i1 {go}, label %{lgo}, label %{self.exit_label(self.k, EXIT_LOOKUP)}")
+        self.put_label(lgo)
+        if isinstance(addr, int):
+            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {min(addr, ADDR_LIMIT)}")
+        else:
+            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {addr}")
+        return p
+
+    # ---- blocks ----------------------------------------------------------------------
+    def begin_block(self, idx: int, blk: GuestBlock) -> None:
+        """Label, instruction count and limit check of a region block."""
+        self.ntag = f"b{idx}_"
+        self.block_lengths[self.ntag] = len(blk.insns)
+        self.ic2 = f"%ic2_{idx}"
+        self.cache = {}
+        self.narrow = {}
+        self.frm_checked = False
+        self.terminated = False
+        lab, ok, nob = f"B{blk.pc:x}", f"B{blk.pc:x}_ok", f"B{blk.pc:x}_nob"
+        self.put_label(lab)
+        ic, lim, c = f"%ic_{idx}", f"%lim_{idx}", f"%okc_{idx}"
+        self.e(f"{ic} = load i64, ptr %aic")
+        self.e(f"{self.ic2} = add i64 {ic}, {len(blk.insns)}")
+        self.e(f"{lim} = load i64, ptr {self.ptr(OFF_LIMIT)}")
+        self.e(f"{c} = icmp ule i64 {self.ic2}, {lim}")
+        self.e(f"br i1 {c}, label %{ok}, label %{nob}")
+        self.put_label(nob)                   # limit reached: leave with the block unrun
+        self.e("@FLUSHALL@")
+        self.e(f"store i64 {ic}, ptr {self.ptr(OFF_ICOUNT)}")
+        self.e(f"store i64 {lit(blk.pc)}, ptr {self.ptr(OFF_PC)}")
+        self.to_exit(self.helper_ptr(EXIT_BUDGET))
+        self.put_label(ok)
+        self.e(f"store i64 {self.ic2}, ptr %aic")
+
+    def edge(self, target: int) -> None:
+        """Go to a guest pc: a branch inside the region (registers stay in the allocas),
+        or out of it through a chain slot after the registers reach the state."""
+        target &= MASK64
+        if target in self.inside:
+            self.e(f"br label %B{target:x}")
+            return
+        self.flush()
+        super().direct_exit(target)
+
+    def jump(self, target):
+        self.commit()
+        self.terminated = True
+        if isinstance(target, int):
+            self.edge(target)
+        else:
+            self.flush()
+            self.indirect_exit(target)
+
+    def branch(self, cond, target):
+        self.commit()
+        self.terminated = True
+        if isinstance(cond, bool):
+            self.edge(target if cond else self.next_pc)
+            return
+        lt, lf = self._label(), self._label()
+        self.e(f"br i1 {cond}, label %{lt}, label %{lf}")
+        self.put_label(lt)
+        self.edge(target)
+        self.put_label(lf)
+        self.edge(self.next_pc)
+
+    def finish_region(self) -> str:
+        keys = sorted(self.allocas)
+        head = [f"define internal {CC} i64 @{self.fname}(ptr %st) #0 {{", "entry:",
+                "  %aic = alloca i64"]
+        head += [f"  {self.allocas[k]} = alloca i64" for k in keys]
+        for k in keys:                          # the region starts from the CPU state
+            v = f"%in_{k[0]}{k[1]}"
+            head.append(f"  {v} = load i64, ptr {self.ptr(self._key_offset(k), head)}")
+            head.append(f"  store i64 {v}, ptr {self.allocas[k]}")
+        head.append(f"  %ic0 = load i64, ptr {self.ptr(OFF_ICOUNT, head)}")
+        head.append("  store i64 %ic0, ptr %aic")
+        if self.uses_memory:
+            head.append(f"  %gb = load ptr, ptr {self.ptr(OFF_GUEST_BASE, head)}")
+            head.append(f"  %rbits = load ptr, ptr {self.ptr(OFF_READ_BITS, head)}")
+            head.append(f"  %wbits = load ptr, ptr {self.ptr(OFF_WRITE_BITS, head)}")
+        head.append(f"  br label %B{self.code.entry:x}")
+        tail = ["exit:",
+                "  %fn = phi ptr " + ", ".join(f"[ {f}, %{lab} ]" for f, lab in self.phi),
+                f"  %r = musttail call {CC} i64 %fn(ptr %st)",
+                "  ret i64 %r", "}"]
+        body = []
+        flush_all = []
+        for k in sorted(self.written):
+            # one value per store: loaded from the alloca where the flush happens
+            flush_all.append(k)
+        n = 0
+        exit_lines = [ln for body in self.exit_bodies for ln in body.split("\n")]
+        for line in self.lines + exit_lines:
+            if line.strip() == "@FLUSHALL@":
+                for k in flush_all:
+                    n += 1
+                    body.append(f"  %fa{n} = load i64, ptr {self.allocas[k]}")
+                    body.append(f"  %fg{n} = getelementptr i8, ptr %st, i64 "
+                                f"{self._key_offset(k)}")
+                    body.append(f"  store i64 %fa{n}, ptr %fg{n}")
+                continue
+            body.append(line)
+        return self.substitute_counts("\n".join(head + body + tail))
+
+
+def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock]) -> RegionCode:
+    """Emit one region function into ``mod``. ``blocks`` are decoded guest blocks; the
+    one at ``entry`` is where the region is entered."""
+    name = f"r{entry:x}_{mod.name}"
+    code = RegionCode(name, entry, blocks)
+    mod.table.append(f"ptr @{name}")
+    code.table_index = len(mod.table) - 1
+    b = RegionBuilder(mod, name, {blk.pc for blk in blocks})
+    b.code = code
+    for idx, blk in enumerate(blocks):
+        b.begin_block(idx, blk)
+        for k, (pc, insn) in enumerate(blk.insns):
+            b.emit_insn(k, pc, insn)
+            if b.terminated:
+                break
+        if not b.terminated:
+            b.edge(blk.end)
+    mod.functions.append(b.finish_region())
+    return code
+
