@@ -339,9 +339,7 @@ class SnapshotStore:
         missing = [n for n in V.FULL_SECTIONS if n not in states]
         if missing:
             raise StoreError(f"{damaged}: missing section(s) {', '.join(missing)}")
-        mapped = set()
-        for first, n, _p, _name in regions:
-            mapped.update(range(first, first + n))
+        mapped = V.RegionIndex(regions)
         pages, compressed = {}, {}
         for pn, h, data in self._q(
                 "SELECT sp.pn, p.hash, p.data FROM snapshot_pages sp JOIN pages p "
