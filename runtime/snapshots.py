@@ -201,9 +201,9 @@ class SnapshotStore:
 
     # ---- listing ---------------------------------------------------------------------------
     def list(self) -> list[SnapshotInfo]:
-        """Every snapshot, oldest first."""
+        """Every snapshot, in the order they were stored."""
         return [SnapshotInfo(*r) for r in
-                self._q(f"SELECT {_INFO_COLS} FROM snapshots ORDER BY created, id")]
+                self._q(f"SELECT {_INFO_COLS} FROM snapshots ORDER BY id")]
 
     def tags(self) -> list[str]:
         return [i.tag for i in self.list()]
