@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SnapshotStore", "SnapshotInfo", "open_store", "savevm", "loadvm", "restore",
            "save_stream", "load_stream", "run", "resume", "run_saving", "list_snapshots",
-           "delete", "export", "import_stream", "default_tag", "SnapshotError"]
+           "delete", "export", "import_stream", "default_tag", "diff", "SnapshotError"]
 
 SnapshotError = V.SnapshotError
 
@@ -131,6 +131,15 @@ def import_stream(store: str | SnapshotStore, path: str, tag: str | None = None
                   ) -> SnapshotInfo:
     with _Using(store) as s:
         return s.import_stream(path, tag)
+
+
+def diff(store: str | SnapshotStore, tag_a: str, tag_b: str) -> list[str]:
+    """How two stored machine states differ (registers, pages, process), one line per
+    difference; empty when identical. For bisecting a divergence between engines: resume
+    a reference checkpoint under another engine up to the next checkpoint's count, save,
+    and diff the two."""
+    with _Using(store, create=False) as s:
+        return V.diff(s.load(tag_a), s.load(tag_b))
 
 
 # ---- running with snapshots --------------------------------------------------------------------

@@ -384,13 +384,18 @@ def add_snapshot_parser(sub) -> None:
     x.add_argument("stream", metavar="STREAM")
     x.add_argument("--tag", metavar="TAG", help="its tag (default: the file name, without "
                                                 "extension)")
+    x = ss.add_parser("diff", help="compare two snapshots' machine states (exit 1 if they "
+                                   "differ)")
+    x.add_argument("store", metavar="FILE")
+    x.add_argument("tag_a", metavar="TAG1")
+    x.add_argument("tag_b", metavar="TAG2")
 
 
 def cmd_snapshot(a: argparse.Namespace) -> int:
     from dbtlab.runtime.snapshots import SnapshotStore
     act = getattr(a, "snapshot_command", None)
     if act is None:
-        raise DbtError("snapshot: choose list, delete, export or import")
+        raise DbtError("snapshot: choose list, delete, export, import or diff")
     with SnapshotStore(a.store, create=(act == "import")) as st:
         if act == "list":
             infos = st.list()
@@ -414,6 +419,14 @@ def cmd_snapshot(a: argparse.Namespace) -> int:
         elif act == "import":
             info = st.import_stream(a.stream, a.tag)
             print(f"imported {info}")
+        elif act == "diff":
+            from dbtlab.runtime.vmstate import diff
+            lines = diff(st.load(a.tag_a), st.load(a.tag_b))
+            for ln in lines:
+                print(ln)
+            if lines:
+                return 1
+            print(f"{a.tag_a} and {a.tag_b}: identical machine state")
     return 0
 
 

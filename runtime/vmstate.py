@@ -1728,6 +1728,70 @@ def instantiate(snap: VMSnapshot, *, config=None, program: str | None = None,
     return m
 
 
+# ---- comparing two machine states -----------------------------------------------------------------
+_X_NAMES = ("zero", "ra", "sp", "gp", "tp", "t0", "t1", "t2", "s0", "s1", "a0", "a1", "a2",
+            "a3", "a4", "a5", "a6", "a7", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9",
+            "s10", "s11", "t3", "t4", "t5", "t6")
+#: process fields that legitimately differ between two runs of the same guest state
+_PROCESS_IGNORED = ()
+
+
+def diff(a: VMSnapshot, b: VMSnapshot, *, limit: int = 40) -> list[str]:
+    """The differences between two machine states, one line each (empty: identical).
+    Metadata (creation time, saving accelerator, dbtlab version) is not state and is
+    ignored; so are the host descriptors behind the guest's files."""
+    out: list[str] = []
+    if a.program["sha256"] != b.program["sha256"]:
+        out.append(f"program: {a.program_path} and {b.program_path} are different files")
+    ca, cb = a.cpu, b.cpu
+    for k in ("instret", "pc"):
+        if ca[k] != cb[k]:
+            out.append(f"cpu.{k}: {ca[k]:#x} != {cb[k]:#x}")
+    for i in range(32):
+        if ca["x"][i] != cb["x"][i]:
+            out.append(f"cpu.x{i} ({_X_NAMES[i]}): {ca['x'][i]:#018x} != {cb['x'][i]:#018x}")
+    for i in range(32):
+        if ca["f"][i] != cb["f"][i]:
+            out.append(f"cpu.f{i}: {ca['f'][i]:#018x} != {cb['f'][i]:#018x}")
+    for k in ("fflags", "frm", "res_addr", "res_val", "res_valid"):
+        if ca[k] != cb[k]:
+            out.append(f"cpu.{k}: {ca[k]!r} != {cb[k]!r}")
+    ra, rb = a.memory.regions, b.memory.regions
+    if ra != rb:
+        only_a, only_b = set(ra) - set(rb), set(rb) - set(ra)
+        for first, n, prot, name in sorted(only_a):
+            out.append(f"memory map: only in the first: {first << PAGE_SHIFT:#x}-"
+                       f"{(first + n) << PAGE_SHIFT:#x} prot {prot} {name}")
+        for first, n, prot, name in sorted(only_b):
+            out.append(f"memory map: only in the second: {first << PAGE_SHIFT:#x}-"
+                       f"{(first + n) << PAGE_SHIFT:#x} prot {prot} {name}")
+    pa, pb = a.memory.pages, b.memory.pages
+    for pn in sorted(set(pa) | set(pb)):
+        x, y = pa.get(pn, ZERO_PAGE), pb.get(pn, ZERO_PAGE)
+        if x != y:
+            idx = [i for i in range(PAGE_SIZE) if x[i] != y[i]]
+            addr = (pn << PAGE_SHIFT) + idx[0]
+            out.append(f"memory page {pn << PAGE_SHIFT:#x}: {len(idx)} bytes differ, first at "
+                       f"{addr:#x} ({x[idx[0]]:#04x} != {y[idx[0]]:#04x})")
+    for k in a.process:
+        if k in _PROCESS_IGNORED:
+            continue
+        va, vb = a.process[k], b.process.get(k)
+        if k == "fds":
+            va = [(d["fd"], d["kind"], d["path"], d["offset"], d["flags"]) for d in va]
+            vb = [(d["fd"], d["kind"], d["path"], d["offset"], d["flags"]) for d in vb or []]
+        if va != vb:
+            out.append(f"process.{k}: {_short(va)} != {_short(vb)}")
+    if len(out) > limit:
+        out = out[:limit] + [f"... and {len(out) - limit} more differences"]
+    return out
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
 # ---- one-call helpers ----------------------------------------------------------------------------
 def save_vm(machine, f: VMFile) -> VMSnapshot:
     """savevm to a stream: capture the stopped machine and write it."""

@@ -389,3 +389,27 @@ def test_cli_errors_are_one_line(error_files, args, message):
     assert r.returncode == 1, err
     assert err.startswith("dbtlab: ") and err.count("\n") == 1 and "Traceback" not in err
     assert message in err
+
+
+def test_diff_for_bisecting_engines(tmp_path):
+    """Checkpoints under the reference engine, each window replayed under every engine and
+    compared with the next checkpoint: identical; a planted difference is named."""
+    db = str(tmp_path / "s.db")
+    g = guest("sha256")
+    S.run(g.path, g.args, store=db, every=200_000, accel="interp")
+    for accel in ACCELS:
+        m = S.loadvm(db, "sha256-200000", accel=accel, stdout=os.open(os.devnull, os.O_WRONLY))
+        m.run(stop_at=400_000)
+        S.savevm(m, db, f"{accel}-400000")
+        assert S.diff(db, "sha256-400000", f"{accel}-400000") == []
+        m.cpu.x[10] ^= 4
+        m.mem.poke(m.cpu.x[2] & ~7, b"\xAA")
+        S.savevm(m, db, f"{accel}-planted")
+        lines = S.diff(db, "sha256-400000", f"{accel}-planted")
+        assert any(ln.startswith("cpu.x10 (a0): ") for ln in lines)
+        assert any(ln.startswith("memory page ") and "1 bytes differ" in ln for ln in lines)
+        m.close()
+    r = dbtlab_cli("snapshot", "diff", db, "sha256-400000", "llvm-planted")
+    assert r.returncode == 1 and b"cpu.x10 (a0)" in r.stdout
+    r = dbtlab_cli("snapshot", "diff", db, "sha256-400000", "interp-400000")
+    assert r.returncode == 0 and b"identical machine state" in r.stdout
