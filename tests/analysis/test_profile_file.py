@@ -101,7 +101,9 @@ p = analysis.load({str(sha_profile_file)!r})
 g = analysis.block_graph(p)
 analysis.hot_loops(g); analysis.net_traces(g); analysis.loop_regions(g)
 analysis.summary(p)
-analysis.write_figures(p, {str(tmp_path / "figs")!r})
+from dbtlab.analysis import benchmarks, plots, report, timing   # every module
+plots.plot_hot_subgraph(g, 10).savefig({str(tmp_path / "g.png")!r})
+plots.plot_translation(p)
 analysis.export(g, {str(tmp_path / "g.graphml")!r})
 bad = sorted(m for m in sys.modules if m.startswith(("dbtlab.ir", "dbtlab.translator",
                                                      "dbtlab.runtime", "llvmlite", "unicorn")))
