@@ -91,6 +91,7 @@ def function_graph(g: nx.DiGraph | Any) -> nx.DiGraph:
             f.add_node(name, blocks=0, count=0, dyn_insns=0, pc=d["pc"])
         fd = f.nodes[name]
         fd["blocks"] += 1
+        fd["count"] += d["count"]
         fd["dyn_insns"] += d["dyn_insns"]
         fd["pc"] = min(fd["pc"], d["pc"])
     for u, v, d in g.edges(data=True):

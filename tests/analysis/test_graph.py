@@ -99,6 +99,8 @@ def test_min_count_and_executed(sha_graph, sha_profile):
 def test_function_graph(sha_graph):
     f = analysis.function_graph(sha_graph)
     assert max(f, key=lambda n: f.nodes[n]["dyn_insns"]) == "compress"
+    assert sum(d["count"] for _, d in f.nodes(data=True)) == \
+        sum(d["count"] for _, d in sha_graph.nodes(data=True))
     # compress is called from main (sha256_update inlined) and sha256_final, and returns
     # there: calls and returns balance
     calls = {u: c for u, _, c in f.in_edges("compress", data="count")}
