@@ -41,6 +41,8 @@ ENV_SIZE = SLOTS_OFF + 8 * MAX_SLOTS
 JC_EMPTY = 1                     # odd: never a guest pc
 
 WLOG_SIZE = 1 << 12              # store-address log entries (a step logs far fewer)
+ULOG_SIZE = 1 << 14              # region undo-log entries (> stores between checkpoints)
+CHECKPOINT_EVERY = 256           # back edges between a region's checkpoints at most
 
 # profiling
 PROF_MAX_BLOCKS = 1 << 20        # block ids per JIT engine generation

@@ -659,6 +659,9 @@ class LLVMBuilder(Builder):
         self.e(f"{r} = {'sext' if signed else 'zext'} {ity} {raw} to i64")
         return r
 
+    def _before_store(self, p: str, addr, size: int) -> None:
+        """Hook for the second tier (its stores are undo-logged)."""
+
     def _log_write(self, addr) -> None:
         """Differential testing: append the store's address to the write log."""
         wb, wn, wi, wp, wn1 = (self._v() for _ in range(5))
@@ -674,6 +677,7 @@ class LLVMBuilder(Builder):
         if self.mod.write_log:
             self._log_write(addr)
         p = self._host_ptr(addr, size, True)
+        self._before_store(p, addr, size)
         val = self.a(v)
         if size < 8:
             if isinstance(v, int):
@@ -697,6 +701,7 @@ class LLVMBuilder(Builder):
         if self.mod.write_log:
             self._log_write(addr)
         p = self._host_ptr(addr, size, True)
+        self._before_store(p, addr, size)
         cur, exp, eq, nv, sel = (self._v() for _ in range(5))
         self.e(f"{cur} = load {ity}, ptr {p}, align {size}")
         self.e(f"{exp} = trunc i64 {self.a(expected)} to {ity}" if size < 8 else

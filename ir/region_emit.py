@@ -7,32 +7,37 @@ branches. The same semantics functions and the same lowering as the first tier a
 (``RegionBuilder`` only changes where register values live and how blocks connect), so a
 region computes exactly what the first-tier blocks do.
 
-What stays exact:
+Precise state without paying for it on the hot path: registers reach the CPU state only at
+*checkpoints* — the region's entry, and a back edge once every CHECKPOINT_EVERY iterations
+or when the undo log fills — and on the way out.
+Guest memory is accessed directly, as in the first tier; every guest store inside the
+region first appends (address, old value) to an undo log that each checkpoint empties. If
+an access faults in the host (unmapped, read-only, a page of translated code...), the
+runtime undoes the stores since the checkpoint, which leaves memory and registers exactly
+as they were at the checkpoint, and replays from there in the first tier, which reaches the
+faulting instruction again and handles it precisely. The same holds for exits that the
+region takes on purpose (syscalls, the instruction limit, the interpreter fallback): they
+store the registers as of the last completed instruction.
 
-* region code never faults in the host: every guest access first checks the page's bit in
-  the readable or writable-and-not-code bitmap the guest memory keeps, and an access that
-  would fault (or cross a page, or store into translated code) leaves the region *before*
-  the instruction, to the first tier, which then runs it precisely. So registers need to
-  reach the CPU state only on the way out of the region, never on the hot path;
-* every guest block of the region still counts its instructions on entry and checks the
-  instruction limit (``--max-insns``, exit requests), leaving the region if it is reached;
-* exits to blocks outside the region are chain slots (linked to first-tier blocks or other
-  regions), indirect exits use the jump cache.
+Every guest block of the region still counts its instructions on entry and checks the
+instruction limit (``--max-insns``, exit requests). Exits to blocks outside the region are
+chain slots (linked to first-tier blocks or other regions); indirect exits use the jump
+cache.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dbtlab.ir.llvm_emit import (CC, EXIT_BUDGET, MASK64, OFF_GUEST_BASE, OFF_ICOUNT,
-                                 OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter, Slot, lit,
-                                 needs_interpreter)
-from dbtlab.ir.state import EXIT_INTERP_ONE, EXIT_LOOKUP, offset
-from dbtlab.runtime.memory import ADDR_LIMIT, PAGE_SHIFT
+from dbtlab.ir.llvm_emit import (CC, EXIT_BUDGET, MASK64, OFF_ADDR_LIMIT, OFF_GUEST_BASE,
+                                 OFF_ICOUNT, OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter,
+                                 Slot, lit, needs_interpreter)
+from dbtlab.ir.env import CHECKPOINT_EVERY, ULOG_SIZE
+from dbtlab.ir.state import EXIT_INTERP_ONE, offset
+from dbtlab.runtime.memory import ADDR_LIMIT
 
-NPAGES = ADDR_LIMIT >> PAGE_SHIFT
-OFF_READ_BITS = offset("read_bits")
-OFF_WRITE_BITS = offset("write_bits")
+OFF_ULOG = offset("ulog")
+OFF_ULOG_N = offset("ulog_n")
 from dbtlab.translator.block import GuestBlock
 
 MAX_REGION_BLOCKS = 64
@@ -87,6 +92,9 @@ class RegionBuilder(LLVMBuilder):
         self.inside = inside                  # guest pcs of the region's blocks
         self.allocas: dict[tuple, str] = {}
         self.written: set[tuple] = set()       # keys written anywhere in the region
+        self.order: dict[int, int] = {}        # block pc -> emission index
+        self.index = 0                         # index of the block being emitted
+        self.uses_undo = False
 
     # ---- register storage ------------------------------------------------------------
     def _alloca(self, key: tuple) -> str:
@@ -138,49 +146,70 @@ class RegionBuilder(LLVMBuilder):
             self.commit()
 
     def _host_ptr(self, addr, size: int = 1, write: bool = False) -> str:
-        """Check the page bit, or leave the region before this instruction."""
+        """The first tier's address computation, without the pc marker: a fault here is
+        rolled back to the last checkpoint instead."""
         self.uses_memory = True
         p = self._v()
-        bits = "%wbits" if write else "%rbits"
-        if isinstance(addr, int):
-            pn = addr >> 12
-            ok = (pn < NPAGES and (addr & 0xFFF) + size <= 0x1000)
-            byte = pn >> 3 if ok else NPAGES >> 3
-            b, sh, bit, bp = self._v(), self._v(), self._v(), self._v()
-            self.e(f"{bp} = getelementptr i8, ptr {bits}, i64 {byte}")
-            self.e(f"{b} = load i8, ptr {bp}")
-            self.e(f"{sh} = lshr i8 {b}, {pn & 7}")
-            self.e(f"{bit} = trunc i8 {sh} to i1")
-            go = bit
-        else:
-            pn, inb, pn2, byte, bp, b, b7, sh, bit, off, fits, both, go = \
-                (self._v() for _ in range(13))
-            self.e(f"{pn} = lshr i64 {addr}, 12")
-            self.e(f"{inb} = icmp ult i64 {pn}, {NPAGES}")
-            self.e(f"{pn2} = select i1 {inb}, i64 {pn}, i64 {NPAGES}")
-            self.e(f"{byte} = lshr i64 {pn2}, 3")
-            self.e(f"{bp} = getelementptr i8, ptr {bits}, i64 {byte}")
-            self.e(f"{b} = load i8, ptr {bp}")
-            self.e(f"{b7} = trunc i64 {pn2} to i8")
-            self.e(f"{sh} = and i8 {b7}, 7")
-            t = self._v()
-            self.e(f"{t} = lshr i8 {b}, {sh}")
-            self.e(f"{bit} = trunc i8 {t} to i1")
-            if size > 1:
-                self.e(f"{off} = and i64 {addr}, 4095")
-                self.e(f"{fits} = icmp ule i64 {off}, {4096 - size}")
-                self.e(f"{both} = and i1 {bit}, {fits}")
-                go = both
-            else:
-                go = bit
-        lgo = self._label()
-        self.e(f"br i1 {go}, label %{lgo}, label %{self.exit_label(self.k, EXIT_LOOKUP)}")
-        self.put_label(lgo)
         if isinstance(addr, int):
             self.e(f"{p} = getelementptr i8, ptr %gb, i64 {min(addr, ADDR_LIMIT)}")
         else:
-            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {addr}")
+            inb, c = self._v(), self._v()
+            self.e(f"{inb} = icmp ult i64 {addr}, %alim")
+            self.e(f"{c} = select i1 {inb}, i64 {addr}, i64 %alim")
+            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {c}")
         return p
+
+    def _undo(self, p: str, addr, size: int) -> None:
+        """Log (address, old contents) before a store; the log empties at checkpoints."""
+        self.uses_undo = True
+        old, n, e, vp, n1 = (self._v() for _ in range(5))
+        ity = f"i{8 * size}"
+        self.e(f"{old} = load {ity}, ptr {p}, align 1")
+        self.e(f"{n} = load i64, ptr %aun")
+        self.e(f"{e} = getelementptr [2 x i64], ptr %ulog, i64 {n}")
+        tagged = self.or_(addr, self.const(size << 56))     # the size rides in the top byte
+        self.e(f"store i64 {self.a(tagged)}, ptr {e}")
+        self.e(f"{vp} = getelementptr i64, ptr {e}, i64 1")
+        wide = old
+        if size < 8:
+            wide = self._v()
+            self.e(f"{wide} = zext {ity} {old} to i64")
+        self.e(f"store i64 {wide}, ptr {vp}")
+        self.e(f"{n1} = add i64 {n}, 1")
+        self.e(f"store i64 {n1}, ptr %aun")
+        # the count must be in the state when a store faults
+        self.e(f"store i64 {n1}, ptr {self.ptr(OFF_ULOG_N)}")
+
+    def _before_store(self, p: str, addr, size: int) -> None:
+        self._undo(p, addr, size)
+
+    def maybe_checkpoint(self, pc: int) -> None:
+        """Every CHECKPOINT_EVERY back edges, or when the undo log could overflow before
+        the next back edge, take a checkpoint (a rollback replays at most that much)."""
+        c, c1, n, full, due, go = (self._v() for _ in range(6))
+        lcp, lgo = self._label(), self._label()
+        self.e(f"{c} = load i64, ptr %acp")
+        self.e(f"{c1} = sub i64 {c}, 1")
+        self.e(f"store i64 {c1}, ptr %acp")
+        self.e(f"{n} = load i64, ptr %aun")
+        self.e(f"{full} = icmp ugt i64 {n}, {ULOG_SIZE - MAX_REGION_INSNS - 1}")
+        self.e(f"{due} = icmp eq i64 {c1}, 0")
+        self.e(f"{go} = or i1 {full}, {due}")
+        self.e(f"br i1 {go}, label %{lcp}, label %{lgo}")
+        self.put_label(lcp)
+        self.checkpoint(pc)
+        self.e(f"store i64 {CHECKPOINT_EVERY}, ptr %acp")
+        self.e(f"br label %{lgo}")
+        self.put_label(lgo)
+
+    def checkpoint(self, pc: int) -> None:
+        """Registers and icount to the state, the log emptied: a fault from here on rolls
+        back to this point and resumes at pc."""
+        self.e("@FLUSHALL@")
+        self.e(f"store i64 {self.ic2}, ptr {self.ptr(OFF_ICOUNT)}")
+        self.e(f"store i64 {lit(pc)}, ptr {self.ptr(OFF_PC)}")
+        self.e("store i64 0, ptr %aun")
+        self.e(f"store i64 0, ptr {self.ptr(OFF_ULOG_N)}")
 
     # ---- blocks ----------------------------------------------------------------------
     def begin_block(self, idx: int, blk: GuestBlock) -> None:
@@ -213,6 +242,8 @@ class RegionBuilder(LLVMBuilder):
         or out of it through a chain slot after the registers reach the state."""
         target &= MASK64
         if target in self.inside:
+            if self.order[target] <= self.index:     # a back edge: checkpoint now and then
+                self.maybe_checkpoint(target)
             self.e(f"br label %B{target:x}")
             return
         self.flush()
@@ -253,8 +284,15 @@ class RegionBuilder(LLVMBuilder):
         head.append("  store i64 %ic0, ptr %aic")
         if self.uses_memory:
             head.append(f"  %gb = load ptr, ptr {self.ptr(OFF_GUEST_BASE, head)}")
-            head.append(f"  %rbits = load ptr, ptr {self.ptr(OFF_READ_BITS, head)}")
-            head.append(f"  %wbits = load ptr, ptr {self.ptr(OFF_WRITE_BITS, head)}")
+            head.append(f"  %alim = load i64, ptr {self.ptr(OFF_ADDR_LIMIT, head)}")
+        head.append("  %aun = alloca i64")
+        head.append("  store i64 0, ptr %aun")
+        head.append("  %acp = alloca i64")
+        head.append(f"  store i64 {CHECKPOINT_EVERY}, ptr %acp")
+        if self.uses_undo:                     # the entry is the first checkpoint
+            head.append(f"  %ulog = load ptr, ptr {self.ptr(OFF_ULOG, head)}")
+            head.append(f"  store i64 0, ptr {self.ptr(OFF_ULOG_N, head)}")
+            head.append(f"  store i64 {lit(self.code.entry)}, ptr {self.ptr(OFF_PC, head)}")
         head.append(f"  br label %B{self.code.entry:x}")
         tail = ["exit:",
                 "  %fn = phi ptr " + ", ".join(f"[ {f}, %{lab} ]" for f, lab in self.phi),
@@ -289,7 +327,9 @@ def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock]) -> Reg
     code.table_index = len(mod.table) - 1
     b = RegionBuilder(mod, name, {blk.pc for blk in blocks})
     b.code = code
+    b.order = {blk.pc: i for i, blk in enumerate(blocks)}
     for idx, blk in enumerate(blocks):
+        b.index = idx
         b.begin_block(idx, blk)
         for k, (pc, insn) in enumerate(blk.insns):
             b.emit_insn(k, pc, insn)

@@ -78,8 +78,8 @@ FIELDS: tuple[Field, ...] = (
     Field("prof_edges", 1, "host address of the dynamic edge table {key, count}"),
     Field("prof_last", 1, "block id | kind << 24 of a dynamic exit not yet recorded"),
     Field("hot_counts", 1, "host address of the first-tier hotness counters (per block id)"),
-    Field("read_bits", 1, "host address of the readable-page bitmap (second tier)"),
-    Field("write_bits", 1, "host address of the writable-page bitmap (second tier)"),
+    Field("ulog", 1, "host address of the regions' undo log {guest address, old value}"),
+    Field("ulog_n", 1, "entries in the undo log since the region's last checkpoint"),
     # ---- write log (used only by code translated for the differential tester) ----
     Field("wlog", 1, "host address of the store-address log (u64 ring of WLOG_SIZE)"),
     Field("wlog_n", 1, "stores logged so far"),

@@ -21,6 +21,14 @@ DEBUG_FLAGS = {
 }
 
 ACCELS = ("llvm", "interp", "unicorn")
+DEFAULT_REGION_THRESHOLD = 2000      # what --regions means without a number in the docs
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
 
 
 @dataclass
@@ -37,8 +45,10 @@ class RunConfig:
     chaining: bool = True
     time_mode: str = "host"               # "host" clocks, or "virtual" (deterministic)
     profile: bool = False                 # count block executions and transitions (llvm)
-    region_threshold: int = 0             # executions that make a block hot (0: no regions)
-    region_workers: int = 1               # processes compiling regions (0: in-process)
+    # executions that make a block hot (0: no regions); DBTLAB_REGIONS sets the default so
+    # that the whole test suite can run with regions off, at a threshold, or at 1
+    region_threshold: int = field(default_factory=lambda: _env_int("DBTLAB_REGIONS", 0))
+    region_workers: int = field(default_factory=lambda: _env_int("DBTLAB_REGION_WORKERS", 1))
     region_opt: int = 2                   # LLVM pass and codegen level for regions
     cache: bool = True                    # persistent translation cache (object code)
     cache_dir: str | None = None          # default: $DBTLAB_CACHE_DIR or ~/.cache/dbtlab

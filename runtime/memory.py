@@ -364,6 +364,11 @@ class GuestMemory:
             a = (a & PAGE_MASK) + PAGE_SIZE
         return bytes(self._view[addr:addr + n])
 
+    def restore_raw(self, addr: int, data: bytes) -> None:
+        """Put back bytes a store overwrote (undoing part of a region); the bytes were
+        there before, so translations stay valid and no one is notified."""
+        self._view[addr:addr + len(data)] = data
+
     def page_bytes(self, pn: int) -> memoryview:
         if pn not in self.pages:
             raise KeyError(pn)

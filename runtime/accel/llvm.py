@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import threading
 import ctypes
 import itertools
 import logging
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 
 from dbtlab.ir import hostfault
-from dbtlab.ir.env import MAX_SLOTS, NUM_HELPERS, WLOG_SIZE, JITEnv
+from dbtlab.ir.env import MAX_SLOTS, NUM_HELPERS, ULOG_SIZE, WLOG_SIZE, JITEnv
 from dbtlab.ir.jit import JITEngine
 from dbtlab.ir.llvm_emit import ModuleEmitter
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
@@ -63,6 +64,7 @@ class TranslationStats(AccelStats):
     region_insns: int = 0
     region_seconds: float = 0.0     # compiling regions (in workers when there are workers)
     regions_dropped: int = 0        # compiled too late (code changed or flushed meanwhile)
+    region_rollbacks: int = 0       # host faults in regions, replayed in the first tier
     cache_hits: int = 0             # modules loaded from the persistent cache
     links: int = 0
     flushes: int = 0
@@ -79,7 +81,8 @@ class TranslationStats(AccelStats):
                  flushes=self.flushes, smc=self.smc, host_faults=self.host_faults,
                  regions=self.regions, region_blocks=self.region_blocks,
                  region_insns=self.region_insns, region_seconds=self.region_seconds,
-                 regions_dropped=self.regions_dropped)
+                 regions_dropped=self.regions_dropped,
+                 region_rollbacks=self.region_rollbacks)
         ub = sorted(self.us_per_block())
         if ub:
             d["median_us_per_block"] = ub[len(ub) // 2]
@@ -114,6 +117,15 @@ class LLVMAccel(Accelerator):
         self._fn_starts: list[int] = []       # sorted host addresses of block functions
         self._fn_blocks: dict[int, TB] = {}
         self.interp = InterpAccel(machine, decode_cache=False)
+        # second-tier compilation off the executing thread
+        self._pool = None                     # worker processes (created on first need)
+        self._jobs: dict[int, int] = {}       # entry pc -> pending job id
+        self._job_table: dict[int, tuple] = {}
+        self._job_ids = itertools.count(1)
+        self._ready: list = []                # compiled regions waiting to be installed
+        self._lock = threading.Lock()
+        self._exit_req = False                # translated code asked to come back
+        self._limit = 0                       # the real instruction limit of this run
         self.write_log = None                 # ctypes buffer while the write log is on
         self.threshold = 0 if cfg.profile else cfg.region_threshold
         self.hot_counts = None
@@ -121,6 +133,7 @@ class LLVMAccel(Accelerator):
         if self.threshold:
             from dbtlab.ir.env import PROF_MAX_BLOCKS
             self.hot_counts = (ctypes.c_uint64 * PROF_MAX_BLOCKS)()
+            self.ulog = (ctypes.c_uint64 * (2 * ULOG_SIZE))()
         self.profiler = None
         if cfg.profile:
             from dbtlab.runtime.profile import ProfileRecorder
@@ -344,7 +357,7 @@ class LLVMAccel(Accelerator):
     def form_region(self, entry: TB) -> list[TB]:
         """The first-tier blocks of the region entered at ``entry``: the loop it heads or
         lies in (the strongly connected part of the static control flow among translated
-        blocks that can reach back to it), else a trace of its successors. Bounded."""
+        blocks that can reach back to it), bounded; empty when it is in no loop."""
         from dbtlab.ir.region_emit import MAX_REGION_BLOCKS, MAX_REGION_INSNS
         def succ(tb: TB) -> list[TB]:
             out = []
@@ -371,14 +384,10 @@ class LLVMAccel(Accelerator):
                     changed = True
         if len(back) > 1 or entry.pc in entry.successors:
             picked = [tb for tb in order if tb.pc in back]
-        else:                                # no loop through it: a trace
-            picked, tb = [entry], entry
-            while len(picked) < 8:
-                nxt = [s for s in succ(tb) if s not in picked]
-                if not nxt:
-                    break
-                tb = nxt[-1]                  # the fall-through successor comes last
-                picked.append(tb)
+        else:
+            # no loop through it: a region would only add entry and exit costs (measured
+            # on call-heavy code such as qsort's comparisons), so it stays first-tier
+            return []
         out, n = [], 0
         for tb in picked:
             if len(out) >= MAX_REGION_BLOCKS or n + len(tb.block.insns) > MAX_REGION_INSNS:
@@ -389,23 +398,76 @@ class LLVMAccel(Accelerator):
 
     def _on_hot(self, pc: int) -> None:
         entry = self.cache.get(pc)
-        if entry is None or self.cache.get(pc, "region") is not None:
+        if entry is None or self.cache.get(pc, "region") is not None or pc in self._jobs:
             return
         tbs = self.form_region(entry)
-        self.compile_region(entry, tbs)
+        if tbs:
+            self.compile_region(entry, tbs)
 
     def compile_region(self, entry: TB, tbs: list[TB]) -> None:
+        """Emit the region's IR here (fast), compile it in a worker process (slow) — or
+        in-process without workers — and install it when it is ready."""
+        from dbtlab.ir.jit import compile_object
         from dbtlab.ir.region_emit import emit_region
-        t0 = time.perf_counter()
         mod = ModuleEmitter(f"R{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
                             self.cache.new_slot_id, write_log=self.write_log is not None)
         code = emit_region(mod, entry.pc, [tb.block for tb in tbs])
         text = mod.text()
         if "op" in self.debug:
             self.debug_out.write(f"OP (region {entry.pc:#x}):\n{text}\n")
-        obj = self.jit.compile_object(text, self.cfg.region_opt, self.cfg.region_opt)
+        job = (entry, tbs, mod, code, self.jit.generation, time.perf_counter())
+        if self.cfg.region_workers <= 0:
+            obj = compile_object(text, self.cfg.region_opt, self.cfg.region_opt)
+            self._finish_job(job, obj)
+            return
+        jid = next(self._job_ids)
+        self._jobs[entry.pc] = jid
+        self._job_table[jid] = job
+        self._workers().submit(jid, text, self.cfg.region_opt, self.cfg.region_opt)
+
+    def _compiled(self, jid, obj, err) -> None:
+        """A worker finished (runs in the worker's reader thread)."""
+        if err:
+            log.warning("region compile failed: %s", err)
+        with self._lock:
+            job = self._job_table.pop(jid, None)
+            if job is not None:
+                self._ready.append((job, obj))
+        self.request_exit()
+
+    def _workers(self):
+        if self._pool is None:
+            from dbtlab.ir.region_worker import WorkerPool
+            self._pool = WorkerPool(self.cfg.region_workers, self._compiled)
+        return self._pool
+
+    def _finish_job(self, job, obj: bytes | None) -> None:
+        entry, tbs, mod, code, generation, t0 = job
+        self._jobs.pop(entry.pc, None)
         self.stats.region_seconds += time.perf_counter() - t0
-        self.install_region(entry, tbs, mod, code, obj, self.jit.generation)
+        if obj is None:
+            self.stats.regions_dropped += 1
+            return
+        self.install_region(entry, tbs, mod, code, obj, generation)
+
+    def _service(self) -> None:
+        """Install the regions the workers finished (the guest is not running)."""
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._exit_req = False
+        for job, obj in ready:
+            self._finish_job(job, obj)
+
+    def request_exit(self) -> None:
+        """Ask translated code to return to Python at its next block entry (any thread):
+        the instruction limit it checks becomes 0 until the request is served."""
+        with self._lock:
+            self._exit_req = True
+            self.env.state.icount_limit = 0
+
+    def _set_limit(self) -> None:
+        with self._lock:
+            self.env.state.icount_limit = 0 if self._exit_req else self._limit
 
     def install_region(self, entry: TB, tbs: list[TB], mod, code, obj: bytes,
                        generation: int) -> bool:
@@ -448,15 +510,15 @@ class LLVMAccel(Accelerator):
         st.guest_base = self.mem.guest_base
         st.addr_limit = ADDR_LIMIT
         st.icount = instret
-        st.icount_limit = instret + budget
+        self._limit = instret + budget
+        self._set_limit()
         if self.profiler is not None:
             self.profiler.install(st)
         if self.write_log is not None:
             st.wlog = ctypes.addressof(self.write_log)
         if self.hot_counts is not None:
             st.hot_counts = ctypes.addressof(self.hot_counts)
-            st.read_bits = ctypes.addressof(self.mem.read_bits)
-            st.write_bits = ctypes.addressof(self.mem.write_bits)
+            st.ulog = ctypes.addressof(self.ulog)
 
     def _store_env(self) -> None:
         self.machine.cpu.copy_from(self.env.state)
@@ -494,7 +556,11 @@ class LLVMAccel(Accelerator):
                 if isinstance(first, Exit):
                     return self._exit(first, start)
             elif r == EXIT_BUDGET:
-                left = st.icount_limit - st.icount if st.icount_limit else 0
+                if self._exit_req:
+                    self._service()
+                    self._set_limit()
+                    continue
+                left = self._limit - st.icount
                 if left <= 0:
                     return self._exit(Exit(EXIT_BUDGET, 0), start)
                 tb = self.cache.get(st.pc, left)
@@ -506,7 +572,9 @@ class LLVMAccel(Accelerator):
                 first = tb.fn
             elif r in (EXIT_INTERP_ONE, EXIT_HOSTFAULT):
                 if r == EXIT_HOSTFAULT:
-                    self._rewind_host_fault()
+                    first = self._rewind_host_fault()
+                    if first:              # a region rolled back: replay in the first tier
+                        continue
                 ex = self._interp_one(start)
                 if ex is not None:
                     return self._exit(ex, start)
@@ -526,13 +594,17 @@ class LLVMAccel(Accelerator):
         self._store_env()
         return ex
 
-    def _rewind_host_fault(self) -> None:
-        """A block faulted at the instruction whose pc it stored: count only the
-        instructions before it (the block had counted all of its own on entry)."""
+    def _rewind_host_fault(self):
+        """A first-tier block faulted at the instruction whose pc it stored: count only
+        the instructions before it (the block had counted all of its own on entry); the
+        interpreter then runs that instruction. A region faulted: undo its stores since
+        the last checkpoint and return the first-tier function to replay from there."""
         st = self.env.state
         self.stats.host_faults += 1
         i = bisect.bisect_right(self._fn_starts, st.host_pc) - 1
         tb = self._fn_blocks.get(self._fn_starts[i]) if i >= 0 else None
+        if tb is not None and tb.tier == 2:
+            return self._rollback_region(tb)
         blk = tb.block_of(st.pc) if tb is not None else None
         if blk is None:
             raise RuntimeError(f"host fault at {st.host_pc:#x} (guest pc {st.pc:#x}) "
@@ -540,6 +612,22 @@ class LLVMAccel(Accelerator):
         insns = blk.insns
         k = next(k for k, (pc, _) in enumerate(insns) if pc == st.pc)
         st.icount -= len(insns) - k
+
+    def _rollback_region(self, rtb) -> int:
+        n = st_n = self.env.state.ulog_n
+        if n > ULOG_SIZE:
+            raise RuntimeError(f"region undo log overflow ({st_n} entries)")
+        log_ = self.ulog
+        for k in range(n - 1, -1, -1):
+            tagged, old = log_[2 * k], log_[2 * k + 1]
+            size = tagged >> 56
+            self.mem.restore_raw(tagged & ((1 << 56) - 1), old.to_bytes(8, "little")[:size])
+        self.env.state.ulog_n = 0
+        self.stats.region_rollbacks += 1
+        t1 = self.cache.get(self.env.state.pc)
+        if t1 is None:
+            t1 = self.translate(self.env.state.pc)
+        return t1.fn
 
     def _chain(self, slot_id: int, target_pc: int):
         """An unlinked direct exit was taken: translate the target if needed and link."""
@@ -560,24 +648,24 @@ class LLVMAccel(Accelerator):
         """Run the instruction at state.pc in the interpreter. Its stores go through the
         machine's memory, so a store into translated code invalidates it first."""
         st = self.env.state
-        if st.icount >= st.icount_limit:
+        if st.icount >= self._limit:
             return None
         self._store_env()
         n_smc = self.stats.invalidated
         ex = self.interp.run(1, instret=st.icount)
-        icount, limit = st.icount + ex.executed, st.icount_limit
+        icount = st.icount + ex.executed
         st.copy_from(self.machine.cpu)
         st.guest_base = self.mem.guest_base
         st.addr_limit = ADDR_LIMIT
-        st.icount, st.icount_limit = icount, limit
+        st.icount = icount
+        self._set_limit()
         if self.profiler is not None:
             self.profiler.install(st)
         if self.write_log is not None:
             st.wlog = ctypes.addressof(self.write_log)
         if self.hot_counts is not None:
             st.hot_counts = ctypes.addressof(self.hot_counts)
-            st.read_bits = ctypes.addressof(self.mem.read_bits)
-            st.write_bits = ctypes.addressof(self.mem.write_bits)
+            st.ulog = ctypes.addressof(self.ulog)
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1
         if ex.reason == EXIT_BUDGET:
@@ -585,6 +673,9 @@ class LLVMAccel(Accelerator):
         return ex
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         for lst, fn in ((self.mem.map_listeners, self._on_map),
                         (self.mem.code_write_listeners, self._on_code_write)):
             if fn in lst:

@@ -1,0 +1,136 @@
+"""Worker processes that compile second-tier regions off the executing process.
+
+llvmlite serialises compilation inside one process, so optimising a region (10-30 ms) in
+the executing process would stall the guest. Instead each worker is a separate Python
+process (``python -m dbtlab.ir.region_worker``) that receives LLVM IR and returns object
+code over a pipe; the executing process links the object in when it is ready (see
+``runtime/accel/llvm.py``). Plain pipes rather than ``multiprocessing``: nothing here can
+re-run the user's ``__main__`` (as multiprocessing's spawn does) or fork a process holding
+LLVM state and a signal handler.
+
+Messages are length-prefixed pickles: request ``(job, ir_text, opt_level, codegen_opt)``,
+reply ``(job, object_bytes or None, error or None)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from typing import Callable
+
+log = logging.getLogger(__name__)
+_LEN = struct.Struct("<Q")
+
+
+def _send(f, obj) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    f.write(_LEN.pack(len(data)) + data)
+    f.flush()
+
+
+def _recv(f):
+    head = f.read(_LEN.size)
+    if len(head) < _LEN.size:
+        return None
+    n = _LEN.unpack(head)[0]
+    data = f.read(n)
+    if len(data) < n:
+        return None
+    return pickle.loads(data)
+
+
+def main() -> int:
+    """Worker loop: compile requests until stdin closes."""
+    from dbtlab.ir.jit import compile_object
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr          # nothing else may write to the reply pipe
+    while True:
+        msg = _recv(inp)
+        if msg is None:
+            return 0
+        job, text, opt, cg = msg
+        try:
+            _send(out, (job, compile_object(text, opt, cg), None))
+        except Exception as e:       # noqa: BLE001 - the error travels back to the caller
+            _send(out, (job, None, f"{type(e).__name__}: {e}"))
+
+
+class _Worker:
+    def __init__(self, on_reply: Callable) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "dbtlab.ir.region_worker"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.pending = 0
+        self._on_reply = on_reply
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True,
+                                       name="dbtlab-region-worker")
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = _recv(self.proc.stdout)
+            except Exception:            # noqa: BLE001 - the pipe broke: worker is gone
+                msg = None
+            if msg is None:
+                self._on_reply(None, None, "worker exited")
+                return
+            with self._lock:
+                self.pending -= 1
+            job, obj, err = msg
+            self._on_reply(job, obj, err)
+
+    def submit(self, job, text: str, opt: int, cg: int) -> None:
+        with self._lock:
+            self.pending += 1
+        _send(self.proc.stdin, (job, text, opt, cg))
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class WorkerPool:
+    """``n`` compile workers, started on first use; ``submit`` never blocks on a compile.
+    ``callback(job, object_bytes or None, error or None)`` runs in a reader thread."""
+
+    def __init__(self, n: int, callback: Callable) -> None:
+        self.n = n
+        self.callback = callback
+        self.workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def _reply(self, job, obj, err) -> None:
+        if job is None:
+            if not self.closed:
+                log.warning("a region compile worker exited: %s", err)
+            return
+        self.callback(job, obj, err)
+
+    def submit(self, job, text: str, opt: int, cg: int) -> None:
+        with self._lock:
+            if len(self.workers) < self.n:
+                self.workers.append(_Worker(self._reply))
+            w = min(self.workers, key=lambda w: w.pending)
+        w.submit(job, text, opt, cg)
+
+    def close(self) -> None:
+        self.closed = True
+        for w in self.workers:
+            w.close()
+        self.workers = []
+
+
+if __name__ == "__main__":
+    sys.exit(main())
