@@ -124,7 +124,8 @@ def plot_hot_subgraph(source: Any, top: int = 25, ax=None, *,
         rows = max(rows, len(ns))
         for r, n in enumerate(ns):
             pos[n] = (col[f] * 2.0, -float(r))
-    fig, ax = _axes(ax, max(6.0, 1.7 * len(funcs) + 1.0), max(4.0, 0.75 * rows + 1.6))
+    fig, ax = _axes(ax, min(24.0, max(6.0, 1.7 * len(funcs) + 1.0)),
+                    min(18.0, max(4.0, 0.75 * rows + 1.6)))
     top_dyn = max((d["dyn_insns"] for _, d in h.nodes(data=True)), default=1) or 1
     nodelist = list(h)
     sizes = [60 + 900 * math.sqrt(h.nodes[n]["dyn_insns"] / top_dyn) for n in nodelist]

@@ -24,7 +24,9 @@ def summary(profile: Any, *, top: int = 10) -> str:
     w(f"{p.name} {' '.join(p.argv[1:])}".rstrip())
     st = p.run.get("status")
     sig = p.run.get("signal")
-    ending = f"signal {sig}" if sig is not None else f"exit status {st}"
+    ending = (f"killed by signal {sig}" if sig is not None else
+              "stopped at its instruction limit" if p.run.get("stopped") else
+              f"exit status {st}" if st is not None else "still running")
     w(f"  accel {p.accel}, {p.instret:,} instructions"
       + (f" in {1e3 * s.wall:.1f} ms ({s.mips:.1f} MIPS), {ending}" if s.wall else ""))
     w(f"  translated {s.blocks} blocks ({s.guest_insns} guest insns) in {s.modules} modules: "
