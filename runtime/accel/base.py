@@ -58,6 +58,12 @@ class Accelerator(ABC):
     def run(self, budget: int) -> Exit:
         """Execute at most ``budget`` instructions from ``machine.cpu``."""
 
+    def request_exit(self) -> None:
+        """Make a ``run`` in progress (in another thread) return EXIT_BUDGET promptly, as
+        QEMU's exit request does; the machine then serves whatever asked (a monitor
+        command, a migration). Every accelerator implements it."""
+        raise NotImplementedError
+
     def enable_write_log(self) -> None:
         """Start recording which guest pages get written (the differential tester
         compares exactly those). Python-side writes are recorded by the memory itself;

@@ -26,6 +26,7 @@ class InterpAccel(Accelerator):
         self._cache: dict[int, Insn] = {}
         self._by_page: dict[int, set[int]] = {}
         self._use_cache = decode_cache
+        self._exit_req = False
         if decode_cache:
             self.mem.code_write_listeners.append(self._code_written)
 
@@ -56,6 +57,10 @@ class InterpAccel(Accelerator):
             self.mem.unmark_code(pn)
         self._cache.clear()
         self._by_page.clear()
+
+    def request_exit(self) -> None:
+        """Stop after the current instruction (callable from any thread)."""
+        self._exit_req = True
 
     def close(self) -> None:
         if self._code_written in self.mem.code_write_listeners:
@@ -112,8 +117,9 @@ class InterpAccel(Accelerator):
         pc = self.machine.cpu.pc
         n = 0
         ex = None
+        self._exit_req = False
         try:
-            while n < budget:
+            while n < budget and not self._exit_req:
                 pc = self.step(pc)
                 n += 1
                 b.instret += 1
