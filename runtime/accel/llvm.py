@@ -125,6 +125,7 @@ class LLVMAccel(Accelerator):
         self._ready: list = []                # compiled regions waiting to be installed
         self._lock = threading.Lock()
         self._exit_req = False                # translated code asked to come back
+        self._stop_req = False                # ... and run() to return (request_exit)
         self._limit = 0                       # the real instruction limit of this run
         self.write_log = None                 # ctypes buffer while the write log is on
         self.threshold = 0 if cfg.profile else cfg.region_threshold
@@ -458,12 +459,17 @@ class LLVMAccel(Accelerator):
         for job, obj in ready:
             self._finish_job(job, obj)
 
-    def request_exit(self) -> None:
-        """Ask translated code to return to Python at its next block entry (any thread):
+    def _wake(self) -> None:
+        """Bring translated code back to Python at its next block entry (any thread):
         the instruction limit it checks becomes 0 until the request is served."""
         with self._lock:
             self._exit_req = True
             self.env.state.icount_limit = 0
+
+    def request_exit(self) -> None:
+        """Make run() return EXIT_BUDGET at the next block entry (any thread)."""
+        self._stop_req = True
+        self._wake()
 
     def _set_limit(self) -> None:
         with self._lock:
@@ -559,6 +565,9 @@ class LLVMAccel(Accelerator):
                 if self._exit_req:
                     self._service()
                     self._set_limit()
+                    if self._stop_req:
+                        self._stop_req = False
+                        return self._exit(Exit(EXIT_BUDGET, 0), start)
                     continue
                 left = self._limit - st.icount
                 if left <= 0:
