@@ -1620,13 +1620,14 @@ def _reopen_fds(records: list[dict], stdio: tuple[int | None, int | None, int | 
 
 
 def restore(machine, snap: VMSnapshot, *, stdio: tuple | None = None,
-            program_checked: bool = False) -> None:
+            program_checked: bool = False, fresh: bool = False) -> None:
     """Make ``machine`` the snapshot's machine: memory, CPU, instruction count, process.
 
     Everything that can fail (program check, reopening files) happens before the machine
     is touched; on failure the machine is unchanged. Cached translations are dropped.
     ``stdio``: the host descriptors for the guest's stdin/stdout/stderr (default: the ones
-    the machine's process was given)."""
+    the machine's process was given). ``fresh``: the machine has never run (nothing is
+    translated yet), so the accelerator need not flush."""
     if not program_checked:
         check_program(snap, machine.program.path)
     proc = machine.proc
@@ -1644,7 +1645,8 @@ def restore(machine, snap: VMSnapshot, *, stdio: tuple | None = None,
             scratch.close()
     new_fds = _reopen_fds(snap.process["fds"], stdio)
     # ---- nothing below can fail on a valid snapshot ----
-    machine.accel.invalidate_all()
+    if not fresh:
+        machine.accel.invalidate_all()
     _apply_memory(machine.mem, snap.memory)
     c = snap.cpu
     machine.cpu.set_arch(dict(x=c["x"], f=c["f"], pc=c["pc"], fflags=c["fflags"],
@@ -1721,7 +1723,7 @@ def instantiate(snap: VMSnapshot, *, config=None, program: str | None = None,
     m = Machine(path, config=cfg, start=snap.start_config(), stdin=stdin, stdout=stdout,
                 stderr=stderr)
     try:
-        restore(m, snap, stdio=(stdin, stdout, stderr), program_checked=True)
+        restore(m, snap, stdio=(stdin, stdout, stderr), program_checked=True, fresh=True)
     except BaseException:
         m.close()
         raise
