@@ -335,7 +335,8 @@ def cmd_run_snapshots(a: argparse.Namespace) -> int:
         raise DbtError("run: PROGRAM is required (or --loadvm TAG)")
     cfg = config_from_args(a)
     saving = bool(points or a.savevm_every)
-    store = S.open_store(a.snapshot_store, create=saving)
+    # a store with nothing to save or load is not opened (nor created)
+    store = S.open_store(a.snapshot_store, create=saving) if saving or a.loadvm else None
     try:
         if a.loadvm:
             m = V.instantiate(store.load(a.loadvm), config=cfg, program=a.program)
@@ -354,7 +355,8 @@ def cmd_run_snapshots(a: argparse.Namespace) -> int:
                 write_profile(m.profile(res), a.profile)
             m.close()
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     if res.stopped:
         print(f"dbtlab: {res.message}", file=sys.stderr)
         return EXIT_STOPPED
