@@ -40,7 +40,24 @@ Sections written by ``savevm`` (section id: order of first appearance):
   ``umask``, ``rlimits`` and ``sigaltstack``; a version-1 section loads with the values a
   fresh process has (tests/fixtures/snapshots holds such a stream).
 
+RAM records (inside the ram section's payloads)::
+
+    START := u32 page_size | MAP | EOS          PART := [MAP] (PAGE | ZERO)* EOS
+    END   := MAP (PAGE | ZERO)* EOS              (the final map: pages outside it go)
+    MAP   := 0x01 | u32 n | n * (u32 first_page | u32 pages | u8 prot | u16 len | name)
+    PAGE  := 0x02 | u32 page_number | u32 len | zlib(page)
+    ZERO  := 0x03 | u32 page_number             EOS := 0x04
+
 Translated code is never stored: after a load every accelerator retranslates.
+
+File descriptors: stdin/stdout/stderr (and duplicates of them) continue on the streams of
+the process that loads the snapshot; regular files, directories and devices are reopened
+by their host path (read from /proc/self/fd when saving) with the saved flags and offset
+— their contents are the host's at load time, as with QEMU's shared storage; a regular
+file the guest has already unlinked is stored in the snapshot (up to ``MAX_TMPFILE``) and
+comes back as an anonymous file; synthesized files (/proc/self/maps) keep their bytes. A
+pipe or socket cannot be reopened: it blocks savevm (``SaveBlocked``), like QEMU's
+migration blockers.
 
 Loading is all-or-nothing: ``read_stream`` parses and checks the whole stream into a
 ``VMSnapshot`` of plain values; ``restore`` then reopens files (the only step that can still
@@ -203,7 +220,9 @@ class VMFile:
     byte put or got so far; ``transferred`` counts them.
 
     Build one with ``for_path``, ``for_fileobj``, ``for_socket``, ``writer`` (memory) or
-    ``reader`` (bytes)."""
+    ``reader`` (bytes). A reader buffers ahead (up to ``BUFSIZE``): on a socket, bytes
+    sent after the stream's end marker may already be in its buffer, so go on reading
+    them through the same VMFile."""
 
     BUFSIZE = 64 << 10
 
@@ -345,9 +364,7 @@ class VMFile:
         while need:
             if self._rpos >= len(self._rbuf):
                 try:
-                    self._rbuf = self.backend.read(max(need, self.BUFSIZE)) \
-                        if not isinstance(self.backend, _SocketBackend) else \
-                        self.backend.read(max(need, 4096))
+                    self._rbuf = self.backend.read(max(need, self.BUFSIZE))
                 except OSError as e:
                     self.set_error(SnapshotError(f"snapshot stream ({self.backend.name}): "
                                                  f"read failed: {e.strerror or e}"))
