@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_snapshot_parser(sub)
     add_analysis_parsers(sub)
+    add_fuzz_parser(sub)
 
     c = sub.add_parser("cache", help="the persistent translation cache")
     c.add_argument("action", choices=("stats", "clear"))
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_graph(a)
         if a.command == "report":
             return cmd_report(a)
+        if a.command == "fuzz":
+            return cmd_fuzz(a)
     except DbtError as e:
         print(f"dbtlab: {e}", file=sys.stderr)
         return 1
@@ -513,6 +516,61 @@ def cmd_report(a: argparse.Namespace) -> int:
         raise DbtError(f"cannot write the figures into {a.outdir}: {e.strerror or e}") \
             from None
     return 0
+
+
+# ---- differential fuzzing (issue 4) ------------------------------------------------------
+# dbtlab fuzz --seed S --cases N [--accels A,B,...] [--jobs J] [--no-known-deviations]
+#             [--weights CLASS=W,...] [--out DIR] | --replay FILE
+def add_fuzz_parser(sub) -> None:
+    from dbtlab.runtime.fuzz.generator import DEFAULT_WEIGHTS
+    f = sub.add_parser("fuzz", help="differential fuzzing of the accelerators",
+                       description="Generate random RV64GC instruction streams, run each on "
+                                   "every engine from the same state and compare the final "
+                                   "states; narrow, minimise and write a reproducer for "
+                                   "every divergence. Exit status 1 if a divergence that "
+                                   "is not a known oracle deviation was found.")
+    f.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
+    f.add_argument("--cases", type=int, default=1000, help="number of cases (default 1000)")
+    f.add_argument("--accels", default="llvm,unicorn",
+                   help="comma-separated accelerators (default llvm,unicorn); the first "
+                        "that is not unicorn is the reference")
+    f.add_argument("--jobs", type=int, default=1, metavar="J",
+                   help="worker processes (default 1)")
+    f.add_argument("--no-known-deviations", action="store_true",
+                   help="do not excuse unicorn's known deviations from the spec")
+    f.add_argument("--weights", metavar="CLASS=W,...",
+                   help="instruction class weights over the defaults: " + ", ".join(
+                       f"{k}={v:g}" for k, v in DEFAULT_WEIGHTS.items()))
+    f.add_argument("--out", default="fuzz-out", metavar="DIR",
+                   help="where reproducers are written (default ./fuzz-out)")
+    f.add_argument("--no-minimise", action="store_true",
+                   help="write divergences as found, without delta debugging")
+    f.add_argument("--replay", metavar="FILE",
+                   help="rerun a reproducer file (on its engines, or --accels if given)")
+
+
+def cmd_fuzz(a: argparse.Namespace) -> int:
+    from dbtlab.runtime.fuzz import FuzzConfig, parse_weights, replay, run_campaign
+    accels = tuple(e.strip() for e in a.accels.split(",") if e.strip())
+    if a.replay:
+        explicit = "--accels" in sys.argv or any(x.startswith("--accels=") for x in sys.argv)
+        try:
+            r = replay(a.replay, list(accels) if explicit else None,
+                       False if a.no_known_deviations else None)
+        except (OSError, ValueError, KeyError) as e:
+            raise DbtError(f"--replay {a.replay}: {e}") from None
+        print(r.report())
+        return 0 if r.ok else 1
+    try:
+        weights = parse_weights(a.weights)
+    except ValueError as e:
+        raise DbtError(str(e)) from None
+    cfg = FuzzConfig(seed=a.seed, cases=a.cases, accels=accels, jobs=a.jobs,
+                     known_deviations=not a.no_known_deviations, weights=weights,
+                     out=a.out, minimise=not a.no_minimise, progress=True)
+    r = run_campaign(cfg)
+    print(r.summary())
+    return 0 if r.ok else 1
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from dbtlab.runtime.fuzz.generator import DEFAULT_WEIGHTS, Generator
 from dbtlab.runtime.fuzz.minimize import minimise
 from dbtlab.runtime.fuzz.report import (read_reproducer, reproducer, verdict_text,
                                         write_reproducer)
-from dbtlab.runtime.fuzz.runner import CODE_SIZE, Engine, Snap, Verdict, narrow
+from dbtlab.runtime.fuzz.runner import (CODE_SIZE, Engine, Snap, Verdict, initial_snap,
+                                        narrow)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,8 @@ class Session:
             e.prepare(pcs)
 
     def finals(self, c: Case, pc: int) -> dict[str, Snap]:
-        return {a: e.run_case(c, pc) for a, e in self.engines.items()}
+        s0 = initial_snap(c, pc)
+        return {a: e.run_from(s0, c.budget) for a, e in self.engines.items()}
 
     def verdict(self, c: Case, pc: int, other: str, finals: dict[str, Snap]) -> Verdict:
         ref = self.ref
@@ -120,12 +122,14 @@ class Session:
             return Verdict(True)
         ea, eb = self.engines[ref], self.engines[other]
         if self.proxy is not None and {ref, other} == {"llvm", "unicorn"}:
-            if self.proxy.run_case(c, pc).key() == finals["llvm"].key():
+            if self.proxy.run_from(initial_snap(c, pc), c.budget).key() == \
+                    finals["llvm"].key():
                 pa, pb = (self.proxy, eb) if ref == "llvm" else (ea, self.proxy)
-                v = narrow(c, pc, pa, pb, self.known, self.proxy)
+                v = narrow(c, pc, pa, pb, self.known, self.proxy, finals=(fa, fb))
                 if v.ok:
                     return v
-        return narrow(c, pc, ea, eb, self.known, self.proxy or self.engines.get("interp"))
+        return narrow(c, pc, ea, eb, self.known, self.proxy or self.engines.get("interp"),
+                      finals=(fa, fb))
 
     def run_alone(self, c: Case, base: int = CODE_BASE) -> dict[str, Verdict]:
         """Load one case at ``base`` and give each non-reference engine's verdict."""

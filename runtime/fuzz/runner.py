@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass, field
 
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FAULT, EXIT_ILLEGAL, EXIT_NAMES, F_NAMES,
-                             FAULT_NAMES, X_NAMES, CPUState)
+                             FAULT_NAMES, X_NAMES)
 from dbtlab.runtime.bare import CODE_BASE, DATA_BASE, BareMachine
 from dbtlab.runtime.fuzz.case import WINDOW, Case
 from dbtlab.runtime.memory import GuestFault
@@ -146,7 +146,6 @@ class Engine:
         self.accel = self.m.accel
         self.mem = self.m.mem
         self.code_size = code_size
-        self._init = CPUState()
         self.runs = 0
         self._batch_translate = getattr(self.accel, "translate_many", None)
 
@@ -167,19 +166,9 @@ class Engine:
 
     # ---- state ---------------------------------------------------------------------------
     def set_case(self, c: Case, pc: int) -> None:
-        init = self._init
-        for i in range(32):
-            init.x[i] = c.x[i]
-            init.f[i] = c.f[i]
-        init.x[0] = 0
-        init.pc = pc
-        init.fflags, init.frm = c.fcsr & 0x1F, (c.fcsr >> 5) & 7
-        init.res_valid, init.res_addr, init.res_val = c.res
-        self.cpu.copy_from(init)
-        self.m.instret = 0
         if len(c.mem) != self.window:
             raise ValueError(f"case window of {len(c.mem)} bytes on an engine with {self.window}")
-        self.mem.poke(DATA_BASE, c.mem)
+        self.set_snap(initial_snap(c, pc))
 
     def set_snap(self, s: Snap) -> None:
         ctypes.memmove(ctypes.addressof(self.cpu), s.regs, _ARCH_BYTES)
@@ -317,64 +306,33 @@ def _shift(s: Snap, k: int) -> Snap:
     return Snap(s.regs, s.res, (e[0], e[1] + k) + e[2:], s.window)
 
 
-def narrow(c: Case, pc: int, ea: Engine, eb: Engine, known: bool,
-           interp: Engine | None = None, deviations: bool = True) -> Verdict:
-    """Find the first instruction where ``ea`` and ``eb`` disagree on case ``c`` (laid out
-    at ``pc``). The instruction count is bisected: engines restart from the same snapshot
-    with exact budgets. When one side is the interpreter, its trajectory is recorded once
-    by single steps and only the other engine is re-run.
+def _prone(insn: Insn | None) -> bool:
+    """Can this instruction meet a known oracle deviation (``runtime.deviations`` or the
+    fuzzer's supplement)? Narrowing looks at these one by one."""
+    from dbtlab.runtime.deviations import _FP
+    return insn is not None and (insn.name in _FP or insn.is_illegal or
+                                 insn.name in ("sc.w", "sc.d"))
 
-    Where the difference is exactly a known deviation of the oracle (and ``known``): it is
-    counted, the oracle's state is repaired (it becomes the reference's) and the search
-    goes on from there to the end of the case. ``runtime.deviations.explain`` is asked
-    first, then the fuzzer's supplement (``oracle.py``, which re-executes instructions on
-    ``interp``). ``deviations=False`` names no deviations at all."""
-    from dbtlab.runtime.deviations import KNOWN_DEVIATIONS, explain
-    from dbtlab.runtime.fuzz.oracle import explain_more
-    side = oracle_side(ea.name, eb.name) if deviations else None
-    v = Verdict(True)
-    start = initial_snap(c, pc)
-    offset = 0
-    emulate = (lambda s, n: interp.run_from(s, n)) if interp is not None else None
-    tracer = ea if ea.name == "interp" else eb if eb.name == "interp" else None
-    other = (eb if tracer is ea else ea) if tracer is not None else None
-    tr: list[Snap] = []
-    while True:
-        left = c.budget - offset
-        if tracer is not None:
-            if not tr:
-                tr = trace(tracer, start, c.budget)
-            ft, fo = tr[-1], _shift(other.run_from(start, left), offset)
-            fa, fb = (ft, fo) if tracer is ea else (fo, ft)
 
-            def probe(j: int) -> tuple[Snap, Snap]:
-                so = _shift(other.run_from(start, j), offset)
-                return (tr[offset + j], so) if tracer is ea else (so, tr[offset + j])
-        else:
-            fa, fb = ea.run_from(start, left), eb.run_from(start, left)
+class _Narrowing:
+    """State of one narrowing: the verdict being built, and how a step is judged."""
 
-            def probe(j: int) -> tuple[Snap, Snap]:
-                return ea.run_from(start, j), eb.run_from(start, j)
-        v.probes += 1
-        if fa.key() == fb.key():
-            return v
-        hi = min(left, max(fa.executed, fb.executed) - (offset if tracer else 0) + 1)
-        pa, pb = probe(hi)
-        v.probes += 1
-        if pa.key() == pb.key():            # the full runs differ, the same run does not
-            v.ok, v.final_diffs = False, differences(fa, fb)
-            return v
-        lo, before = 0, start
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            ma, mb = probe(mid)
-            v.probes += 1
-            if ma.key() == mb.key():
-                lo, before = mid, ma
-            else:
-                hi, pa, pb = mid, ma, mb
-        insn = ea.insn_at(before.pc)
-        step = Step(offset + lo, before.pc, insn, before, pa, pb, differences(pa, pb))
+    def __init__(self, ea: Engine, eb: Engine, known: bool, interp: Engine | None,
+                 deviations: bool) -> None:
+        self.ea, self.eb, self.known = ea, eb, known
+        self.side = oracle_side(ea.name, eb.name) if deviations else None
+        self.emulate = (lambda s, n: interp.run_from(s, n)) if interp is not None else None
+        self.v = Verdict(True)
+
+    def judge(self, executed: int, before: Snap, pa: Snap, pb: Snap) -> tuple[bool, bool]:
+        """The engines agree before an instruction and differ after it: is it a known
+        deviation? Returns (excused, the case is over for the reference); the repaired
+        oracle state is the reference's."""
+        from dbtlab.runtime.deviations import KNOWN_DEVIATIONS, explain
+        from dbtlab.runtime.fuzz.oracle import explain_more
+        v, side = self.v, self.side
+        insn = self.ea.insn_at(before.pc)
+        step = Step(executed, before.pc, insn, before, pa, pb, differences(pa, pb))
         ref, orc = (pa, pb) if side == 1 else (pb, pa)
         dev = sup = None
         if side is not None and insn is not None:
@@ -383,19 +341,132 @@ def narrow(c: Case, pc: int, ea: Engine, eb: Engine, known: bool,
                 if d is not None:
                     dev = d.name
                     step.rule = next(x.rule for x in KNOWN_DEVIATIONS if x.name == dev)
-            if dev is None and emulate is not None:
-                sup = explain_more(insn, before, ref, orc, emulate)
+            if dev is None and self.emulate is not None:
+                sup = explain_more(insn, before, ref, orc, self.emulate)
                 if sup is not None:
                     dev, step.rule = sup.name, sup.rule
         step.deviation = dev
-        if dev is None or not known:
-            v.ok = False
-            v.step = step
-            v.final_diffs = differences(fa, fb)
-            return v
+        if dev is None or not self.known:
+            v.ok, v.step = False, step
+            return False, True
         v.excused.append((dev, before.pc, insn.mnemonic))
-        if (sup is not None and sup.ends_case) or ref.exit[0] != EXIT_BUDGET:
-            return v                          # the reference stopped here: the case is over
-        # repair: the oracle's state becomes the reference's
+        return True, (sup is not None and sup.ends_case) or ref.exit[0] != EXIT_BUDGET
+
+
+def narrow(c: Case, pc: int, ea: Engine, eb: Engine, known: bool,
+           interp: Engine | None = None, deviations: bool = True,
+           finals: tuple[Snap, Snap] | None = None) -> Verdict:
+    """Find the first instruction where ``ea`` and ``eb`` disagree on case ``c`` (laid out
+    at ``pc``); ``finals``: their end states if already known.
+
+    Where the difference is exactly a known deviation of the oracle (and ``known``): it is
+    counted, the oracle's state is repaired (it becomes the reference's) and the search
+    goes on from there to the end of the case. ``runtime.deviations.explain`` is asked
+    first, then the fuzzer's supplement (``oracle.py``, which re-executes instructions on
+    ``interp``). ``deviations=False`` names no deviations at all.
+
+    When one engine is the interpreter, its trajectory is recorded once by single steps
+    and the other engine is compared with it at every instruction that can meet a known
+    deviation (before and after it) and at the end; a difference elsewhere is bisected.
+    Otherwise the instruction count is bisected with both engines restarting from the
+    same snapshot with exact budgets."""
+    n = _Narrowing(ea, eb, known, interp, deviations)
+    if ea.name == "interp" or eb.name == "interp":
+        _narrow_traced(c, pc, n, ea if ea.name == "interp" else eb, finals)
+    else:
+        _narrow_bisect(c, pc, n, finals)
+    return n.v
+
+
+def _narrow_traced(c: Case, pc: int, n: _Narrowing, tracer: Engine,
+                   finals: tuple[Snap, Snap] | None) -> None:
+    v = n.v
+    other = n.eb if tracer is n.ea else n.ea
+    t_first = tracer is n.ea
+    tr = trace(tracer, initial_snap(c, pc), c.budget)
+    budget = len(tr) - 1
+    stop = min(tr[-1].executed, budget - 1)      # the last instruction the tracer reaches
+    # (tr[stop + 1] is the end state: the budget spent, or the exit at instruction stop)
+
+    def pair(k: int, so: Snap) -> tuple[Snap, Snap]:
+        return (tr[k], so) if t_first else (so, tr[k])
+
+    def probe(frm: int, state: Snap, k: int) -> Snap:
+        """The other engine from ``state`` (its state after ``frm`` instructions) to k."""
+        v.probes += 1
+        return _shift(other.run_from(state, k - frm), frm)
+
+    pos = [0, tr[0]]                 # the other engine is known to equal tr[pos[0]]
+
+    def advance(target: int) -> str:
+        """Bring the other engine to ``target`` instructions, judging every difference on
+        the way: 'ok', 'fail' (a divergence) or 'over' (the reference stopped)."""
+        while pos[0] < target:
+            cur, state = pos
+            so = probe(cur, state, target)
+            if so.key() == tr[target].key():
+                pos[:] = [target, tr[target]]
+                return "ok" if tr[target].exit[0] == EXIT_BUDGET else "over"
+            lo, lo_state, hi, hi_snap = cur, state, target, so
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                sm = probe(lo, lo_state, mid)
+                if sm.key() == tr[mid].key():
+                    lo, lo_state = mid, sm
+                else:
+                    hi, hi_snap = mid, sm
+            ok, over = n.judge(lo, tr[lo], *pair(hi, hi_snap))
+            if not ok:
+                v.final_diffs = differences(*(finals or pair(budget, probe(0, tr[0], budget))))
+                return "fail"
+            if over or tr[hi].exit[0] != EXIT_BUDGET:
+                return "over"
+            pos[:] = [hi, tr[hi]]
+        return "ok"
+
+    for k in range(stop + 1):
+        if k < pos[0] or not _prone(tracer.insn_at(tr[k].pc)):
+            continue
+        if advance(k) != "ok" or advance(k + 1) != "ok":
+            return
+    advance(stop + 1)
+
+
+def _narrow_bisect(c: Case, pc: int, n: _Narrowing,
+                   finals: tuple[Snap, Snap] | None) -> None:
+    v, ea, eb = n.v, n.ea, n.eb
+    start = initial_snap(c, pc)
+    offset = 0
+    while True:
+        left = c.budget - offset
+        if finals is not None and offset == 0:
+            fa, fb = finals
+        else:
+            fa, fb = ea.run_from(start, left), eb.run_from(start, left)
+            v.probes += 1
+        if fa.key() == fb.key():
+            return
+        hi = min(left, max(fa.executed, fb.executed) + 1)
+        pa, pb = ea.run_from(start, hi), eb.run_from(start, hi)
+        v.probes += 1
+        if pa.key() == pb.key():            # the full runs differ, the same run does not
+            v.ok, v.final_diffs = False, differences(fa, fb)
+            return
+        lo, before = 0, start
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            ma, mb = ea.run_from(start, mid), eb.run_from(start, mid)
+            v.probes += 1
+            if ma.key() == mb.key():
+                lo, before = mid, ma
+            else:
+                hi, pa, pb = mid, ma, mb
+        ok, over = n.judge(offset + lo, before, pa, pb)
+        if not ok:
+            v.final_diffs = differences(fa, fb)
+            return
+        if over:
+            return                          # the reference stopped here: the case is over
+        ref = pa if n.side == 1 else pb
         start = Snap(ref.regs, ref.res, (EXIT_BUDGET, 0, 0, 0, 0), ref.window)
         offset += hi
