@@ -66,6 +66,7 @@ class TranslationStats(AccelStats):
     regions_dropped: int = 0        # compiled too late (code changed or flushed meanwhile)
     region_rollbacks: int = 0       # host faults in regions, replayed in the first tier
     cache_hits: int = 0             # modules loaded from the persistent cache
+    jc_refills: int = 0             # misses of the jump cache for translated blocks
     links: int = 0
     flushes: int = 0
 
@@ -89,6 +90,7 @@ class TranslationStats(AccelStats):
         if self.blocks:
             d["us_per_block"] = 1e6 * (self.emit_seconds + self.compile_seconds) / self.blocks
         d["cache_hits"] = self.cache_hits
+        d["jc_refills"] = self.jc_refills
         return d
 
 
@@ -112,6 +114,7 @@ class LLVMAccel(Accelerator):
         self._engine_ready()
         self.cache = TranslationCache(self.env.set_slot, self.jit.helpers[EXIT_CHAIN],
                                       MAX_SLOTS)
+        self._linking = "translate"         # why links are being made (profile events)
         self._mod_ids = itertools.count(1)
         self._insns_since_flush = 0
         self._fn_starts: list[int] = []       # sorted host addresses of block functions
@@ -139,6 +142,7 @@ class LLVMAccel(Accelerator):
         if cfg.profile:
             from dbtlab.runtime.profile import ProfileRecorder
             self.profiler = ProfileRecorder(machine)
+            self.cache.listener = self.profiler.on_chain_event
         self.mem.map_listeners.append(self._on_map)
         self.mem.code_write_listeners.append(self._on_code_write)
 
@@ -237,9 +241,35 @@ class LLVMAccel(Accelerator):
             if gc_was:
                 gc.enable()
 
-    def _translate(self, pc: int, limit: int | None) -> TB:
+    def translate_many(self, pcs: list[int], max_blocks: int = 256) -> int:
+        """Translate the blocks at ``pcs`` and their statically reachable successors into
+        modules of up to ``max_blocks`` blocks, so that a caller who knows many entry
+        points at once (the fuzzer places hundreds of small programs in memory) pays
+        LLVM's per-module cost once per batch. Unfetchable pcs are skipped. Returns the
+        number of blocks translated."""
+        gc_was = gc.isenabled()
+        gc.disable()
+        before = self.stats.blocks
+        blocks = self.cache.blocks
+        try:
+            todo = [p for p in dict.fromkeys(pcs) if (p, None) not in blocks]
+            while todo:
+                try:
+                    tb = self._translate(todo[0], None, todo[1:], max_blocks)
+                    new = [t for t in blocks.values() if t.module == tb.module]
+                    todo += [s for t in new for s in t.successors]
+                except GuestFault:
+                    pass
+                todo = [p for p in dict.fromkeys(todo[1:]) if (p, None) not in blocks]
+        finally:
+            if gc_was:
+                gc.enable()
+        return self.stats.blocks - before
+
+    def _translate(self, pc: int, limit: int | None, more: list[int] = (),
+                   max_blocks: int | None = None) -> TB:
         if (self._insns_since_flush > CODE_CACHE_INSNS
-                or self.cache.free_slots() < 4 * self.cfg.batch_blocks + 16):
+                or self.cache.free_slots() < 4 * (max_blocks or self.cfg.batch_blocks) + 16):
             self._flush()
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
@@ -247,9 +277,9 @@ class LLVMAccel(Accelerator):
                             block_ids=self._block_ids(),
                             write_log=self.write_log is not None,
                             hot=self.hot_counts is not None and not limit)
-        batch = 1 if limit else max(1, self.cfg.batch_blocks)
+        batch = 1 if limit else max_blocks or max(1, self.cfg.batch_blocks)
         max_len = limit or self.cfg.max_block_insns
-        queue = [pc]
+        queue = [pc, *more]
         seen = set()
         while queue and len(mod.blocks) < batch:
             p = queue.pop(0)
@@ -301,8 +331,6 @@ class LLVMAccel(Accelerator):
                 tgt = self.cache.best(rec.target_pc)
                 if tgt is not None:
                     self.cache.link(rec.id, tgt)
-                    if self.profiler is not None:
-                        self.profiler.on_link(rec.id, rec.source, tgt)
         st = self.stats
         st.cache_hits = self.jit.stats.cache_hits
         st.blocks += len(mod.blocks)
@@ -552,6 +580,12 @@ class LLVMAccel(Accelerator):
             if "exits" in self.debug:
                 self.debug_out.write(f"EXIT {EXIT_NAMES.get(r, r)} pc={st.pc:#x}\n")
             if r == EXIT_MISS:
+                tb = self.cache.best(st.pc)
+                if tb is not None:      # only evicted from the direct-mapped jump cache
+                    self.env.jc_set(st.pc, tb.fn)
+                    first = tb.fn
+                    self.stats.jc_refills += 1
+                    continue
                 try:
                     self.translate(st.pc)
                 except GuestFault as f:
@@ -649,8 +683,6 @@ class LLVMAccel(Accelerator):
         if slot_id in self.cache.slots:
             self.cache.link(slot_id, tb)
             self.stats.links += 1
-            if self.profiler is not None:
-                self.profiler.on_link(slot_id, self.cache.slots[slot_id].source, tb)
         return tb.fn
 
     def _interp_one(self, start: int) -> Exit | None:
