@@ -180,7 +180,7 @@ class Worker:
         rest = cases
         while rest:
             lay, rest = Layout.place(rest, CODE_BASE, CODE_SIZE)
-            s.load(lay.code, lay.pcs)
+            s.load(lay.code, lay.entries)
             for c, pc in zip(lay.cases, lay.pcs):
                 finals = s.finals(c, pc)
                 res.cases += 1

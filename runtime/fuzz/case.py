@@ -205,12 +205,16 @@ def case_from_json(d: dict) -> Case:
 
 @dataclass
 class Layout:
-    """Several cases placed one after another in a code region."""
+    """Several cases placed one after another in a code region. ``entries`` are the pcs
+    where execution can (re)enter translated code: each case's start, the targets of its
+    indirect jumps, and the instructions after those that leave translated code and come
+    back (fence.i, a static rounding mode the JIT hands to the interpreter)."""
 
     base: int
     cases: list[Case]
     pcs: list[int] = field(default_factory=list)     # start pc of each case
     code: bytes = b""
+    entries: list[int] = field(default_factory=list)
 
     @classmethod
     def place(cls, cases: list[Case], base: int, limit: int) -> tuple["Layout", list[Case]]:
@@ -223,10 +227,34 @@ class Layout:
                 return out._done(parts), cases[k:]
             out.cases.append(c)
             out.pcs.append(pc)
-            parts.append(c.code(pc))
+            words, item_pcs = c.layout(pc)
+            parts.append(b"".join(word_bytes(w) for w in words))
+            out.entries.append(pc)
+            out.entries += [item_pcs[min(max(it.target, 0), len(c.items))]
+                            for it in c.items if it.target is not None and it.patch]
+            a = pc
+            for w in words:
+                a += word_len(w)
+                if w in _REENTER or _reenters(w):
+                    out.entries.append(a)
             pc += c.size
         return out._done(parts), []
 
     def _done(self, parts: list[bytes]) -> "Layout":
         self.code = b"".join(parts)
         return self
+
+
+_REENTER: set[int] = set()
+
+
+def _reenters(word: int) -> bool:
+    """Does execution leave translated code after this instruction and come back?"""
+    insn = decode(word)
+    if insn.name == "fence.i":
+        _REENTER.add(word)
+        return True
+    if insn.enc is not None and insn.rm == 4 and any(f.name == "rm" for f in insn.enc.operands):
+        _REENTER.add(word)         # round-to-nearest-max-magnitude: the interpreter runs it
+        return True
+    return False

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FAULT, EXIT_ILLEGAL, EXIT_NAMES, F_NAMES,
                              FAULT_NAMES, X_NAMES)
 from dbtlab.runtime.bare import CODE_BASE, DATA_BASE, BareMachine
+from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.fuzz.case import WINDOW, Case
 from dbtlab.runtime.memory import GuestFault
 from dbtlab.translator.decode import decode
@@ -141,7 +142,9 @@ class Engine:
     def __init__(self, name: str, code_size: int = CODE_SIZE, window: int = WINDOW) -> None:
         self.name = name
         self.window = window
-        self.m = BareMachine(bytes(code_size), accel=name, data_size=window)
+        # no persistent translation cache: fuzz code is new every time
+        self.m = BareMachine(bytes(code_size), accel=name, data_size=window,
+                             config=RunConfig(accel=name, cache=False))
         self.cpu = self.m.cpu
         self.accel = self.m.accel
         self.mem = self.m.mem
