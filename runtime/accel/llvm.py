@@ -66,7 +66,6 @@ class TranslationStats(AccelStats):
     regions_dropped: int = 0        # compiled too late (code changed or flushed meanwhile)
     region_rollbacks: int = 0       # host faults in regions, replayed in the first tier
     cache_hits: int = 0             # modules loaded from the persistent cache
-    jc_refills: int = 0             # misses of the jump cache for translated blocks
     links: int = 0
     flushes: int = 0
 
@@ -90,7 +89,6 @@ class TranslationStats(AccelStats):
         if self.blocks:
             d["us_per_block"] = 1e6 * (self.emit_seconds + self.compile_seconds) / self.blocks
         d["cache_hits"] = self.cache_hits
-        d["jc_refills"] = self.jc_refills
         return d
 
 
@@ -114,7 +112,6 @@ class LLVMAccel(Accelerator):
         self._engine_ready()
         self.cache = TranslationCache(self.env.set_slot, self.jit.helpers[EXIT_CHAIN],
                                       MAX_SLOTS)
-        self._linking = "translate"         # why links are being made (profile events)
         self._mod_ids = itertools.count(1)
         self._insns_since_flush = 0
         self._fn_starts: list[int] = []       # sorted host addresses of block functions
@@ -142,7 +139,6 @@ class LLVMAccel(Accelerator):
         if cfg.profile:
             from dbtlab.runtime.profile import ProfileRecorder
             self.profiler = ProfileRecorder(machine)
-            self.cache.listener = self.profiler.on_chain_event
         self.mem.map_listeners.append(self._on_map)
         self.mem.code_write_listeners.append(self._on_code_write)
 
@@ -331,6 +327,8 @@ class LLVMAccel(Accelerator):
                 tgt = self.cache.best(rec.target_pc)
                 if tgt is not None:
                     self.cache.link(rec.id, tgt)
+                    if self.profiler is not None:
+                        self.profiler.on_link(rec.id, rec.source, tgt)
         st = self.stats
         st.cache_hits = self.jit.stats.cache_hits
         st.blocks += len(mod.blocks)
@@ -580,12 +578,6 @@ class LLVMAccel(Accelerator):
             if "exits" in self.debug:
                 self.debug_out.write(f"EXIT {EXIT_NAMES.get(r, r)} pc={st.pc:#x}\n")
             if r == EXIT_MISS:
-                tb = self.cache.best(st.pc)
-                if tb is not None:      # only evicted from the direct-mapped jump cache
-                    self.env.jc_set(st.pc, tb.fn)
-                    first = tb.fn
-                    self.stats.jc_refills += 1
-                    continue
                 try:
                     self.translate(st.pc)
                 except GuestFault as f:
@@ -683,6 +675,8 @@ class LLVMAccel(Accelerator):
         if slot_id in self.cache.slots:
             self.cache.link(slot_id, tb)
             self.stats.links += 1
+            if self.profiler is not None:
+                self.profiler.on_link(slot_id, self.cache.slots[slot_id].source, tb)
         return tb.fn
 
     def _interp_one(self, start: int) -> Exit | None:
