@@ -119,6 +119,7 @@ class Slot:
 
     id: int
     target: int
+    src_id: int = 0           # block id of the guest block it leaves (profiling)
 
 
 @dataclass
@@ -412,6 +413,7 @@ class LLVMBuilder(Builder):
             self.to_exit(self.helper_ptr(EXIT_LOOKUP))
             return
         slot = self.mod.new_slot(target)
+        slot.src_id = self.code.id
         self.code.slots.append(slot)
         if self.mod.profile:
             sp, q, c, c1 = self._v(), self._v(), self._v(), self._v()

@@ -30,8 +30,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dbtlab.ir.llvm_emit import (CC, EXIT_BUDGET, MASK64, OFF_ADDR_LIMIT, OFF_GUEST_BASE,
-                                 OFF_ICOUNT, OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter,
-                                 Slot, lit, needs_interpreter)
+                                 OFF_ICOUNT, OFF_LIMIT, OFF_PC, OFF_PROF_COUNTS, LLVMBuilder,
+                                 ModuleEmitter, Slot, lit, needs_interpreter)
 from dbtlab.ir.env import CHECKPOINT_EVERY, ULOG_SIZE
 from dbtlab.ir.state import EXIT_INTERP_ONE, offset
 from dbtlab.runtime.memory import ADDR_LIMIT
@@ -212,8 +212,9 @@ class RegionBuilder(LLVMBuilder):
         self.e(f"store i64 0, ptr {self.ptr(OFF_ULOG_N)}")
 
     # ---- blocks ----------------------------------------------------------------------
-    def begin_block(self, idx: int, blk: GuestBlock) -> None:
+    def begin_block(self, idx: int, blk: GuestBlock, block_id: int = 0) -> None:
         """Label, instruction count and limit check of a region block."""
+        self.code.id = block_id                # exits and counters name this block
         self.ntag = f"b{idx}_"
         self.block_lengths[self.ntag] = len(blk.insns)
         self.ic2 = f"%ic2_{idx}"
@@ -236,6 +237,13 @@ class RegionBuilder(LLVMBuilder):
         self.to_exit(self.helper_ptr(EXIT_BUDGET))
         self.put_label(ok)
         self.e(f"store i64 {self.ic2}, ptr %aic")
+        if self.mod.profile and block_id:      # the first-tier block's counter goes on
+            pc_, q, c, c1 = self._v(), self._v(), self._v(), self._v()
+            self.e(f"{pc_} = load ptr, ptr {self.ptr(OFF_PROF_COUNTS)}")
+            self.e(f"{q} = getelementptr i64, ptr {pc_}, i64 {block_id}")
+            self.e(f"{c} = load i64, ptr {q}")
+            self.e(f"{c1} = add i64 {c}, 1")
+            self.e(f"store i64 {c1}, ptr {q}")
 
     def edge(self, target: int) -> None:
         """Go to a guest pc: a branch inside the region (registers stay in the allocas),
@@ -318,9 +326,11 @@ class RegionBuilder(LLVMBuilder):
         return self.substitute_counts("\n".join(head + body + tail))
 
 
-def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock]) -> RegionCode:
+def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock],
+                block_ids: list[int] | None = None) -> RegionCode:
     """Emit one region function into ``mod``. ``blocks`` are decoded guest blocks; the
-    one at ``entry`` is where the region is entered."""
+    one at ``entry`` is where the region is entered. ``block_ids``: their first-tier ids,
+    so that profiles keep counting them."""
     name = f"r{entry:x}_{mod.name}"
     code = RegionCode(name, entry, blocks)
     mod.table.append(f"ptr @{name}")
@@ -330,7 +340,7 @@ def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock]) -> Reg
     b.order = {blk.pc: i for i, blk in enumerate(blocks)}
     for idx, blk in enumerate(blocks):
         b.index = idx
-        b.begin_block(idx, blk)
+        b.begin_block(idx, blk, block_ids[idx] if block_ids else 0)
         for k, (pc, insn) in enumerate(blk.insns):
             b.emit_insn(k, pc, insn)
             if b.terminated:

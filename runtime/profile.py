@@ -26,7 +26,8 @@ Format ``dbtlab-profile`` version 1 (see docs/profile-format.md)::
      "edges": [{"src", "dst", "dst_pc", "kind", "count"}],   # kind: chained, indirect,
                                                           # dispatch, exit
      "modules": [{"name", "blocks", "insns", "emit_us", "compile_us", "at"}],
-     "chain_events": [{"at", "event", "slot", "src", "dst"}]}
+     "chain_events": [{"at", "event", "slot", "src", "dst"}],     # link / unlink
+     "regions": [{"id", "entry", "blocks", "insns", "installed_at"}]}  # second tier
 
 Times (``at``, ``translated_at``...) are seconds since the run started; ids are unique
 within one profile.
@@ -69,6 +70,7 @@ class ProfileRecorder:
         self.dyn_edges: dict[tuple, int] = {}    # (src, dst, kind) -> count (harvested)
         self.modules: list[dict] = []
         self.chain_events: list[dict] = []
+        self.regions: list[dict] = []
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -102,18 +104,33 @@ class ProfileRecorder:
                 "host_bytes": (nxt - a) if nxt else None, "count": 0, "tier": 1,
                 "module": name, "compile_us": 1e6 * (emit_s + compile_s) / len(codes),
                 "translated_at": at, "invalidated_at": None, "limit": c.block.limit,
-                "function": sym[0] if sym else None, "offset": sym[1] if sym else None}
+                "function": sym[0] if sym else None, "offset": sym[1] if sym else None,
+                "region": None}
             self.by_key[tb.key] = c.id
             for sl in c.slots:
-                self.slot_owner[sl.id] = (c.id, sl.target)
+                self.slot_owner[sl.id] = (sl.src_id or c.id, sl.target)
         self.modules.append({"name": name, "blocks": len(codes),
                              "insns": sum(len(c.block.insns) for c in codes),
                              "emit_us": 1e6 * emit_s, "compile_us": 1e6 * compile_s, "at": at})
 
-    def on_link(self, slot_id: int, src_key: tuple, dst: "TB", event: str = "link") -> None:
+    def on_chain_event(self, event: str, slot_id: int, src_key: tuple,
+                       dst_key: tuple | None) -> None:
+        """A chain slot was linked or unlinked (translation cache listener)."""
         self.chain_events.append({"at": self.now(), "event": event, "slot": slot_id,
                                   "src": self.by_key.get(src_key),
-                                  "dst": self.by_key.get(dst.key) if dst else None})
+                                  "dst": self.by_key.get(dst_key) if dst_key else None})
+
+    def on_region(self, rtb, tbs, code) -> None:
+        """A second-tier region was installed over these first-tier blocks."""
+        rid = len(self.regions) + 1
+        for tb in tbs:
+            if tb.id in self.blocks:
+                self.blocks[tb.id]["region"] = rid
+        for sl in code.slots:
+            self.slot_owner[sl.id] = (sl.src_id, sl.target)
+        self.by_key[rtb.key] = tbs[0].id if tbs else None
+        self.regions.append({"id": rid, "entry": rtb.pc, "blocks": [tb.id for tb in tbs],
+                             "insns": code.guest_insns, "installed_at": self.now()})
 
     def on_slots_freed(self, slot_ids) -> None:
         """Slot numbers are reused: bank their counts first."""
@@ -178,7 +195,8 @@ class ProfileRecorder:
                             "argv": list(getattr(self.machine.start, "argv", [])),
                             "functions": functions},
                 "run": run, "blocks": sorted(self.blocks.values(), key=lambda r: r["id"]),
-                "edges": edges, "modules": self.modules, "chain_events": self.chain_events}
+                "edges": edges, "modules": self.modules, "chain_events": self.chain_events,
+                "regions": self.regions}
 
 
 def _sha256(path: str) -> str | None:

@@ -41,6 +41,7 @@ class TB:
     valid: bool = True
     successors: list[int] = field(default_factory=list)   # static direct targets
     tier: int = 1
+    id: int = 0                    # block id (profiling, hotness counters)
 
     @property
     def pc(self) -> int:
@@ -91,6 +92,8 @@ class TranslationCache:
         self.links = 0          # chain links made (cumulative)
         self.unlinks = 0
         self.invalidated = 0
+        #: called with ("link" | "unlink", slot id, source key, target key) (profiling)
+        self.listener: Callable[[str, int, tuple, tuple | None], None] | None = None
 
     # ---- slot numbers ----------------------------------------------------------------
     def new_slot_id(self) -> int:
@@ -140,6 +143,8 @@ class TranslationCache:
         rec.linked = target.key
         target.incoming.add(slot_id)
         self.links += 1
+        if self.listener is not None:
+            self.listener("link", slot_id, rec.source, target.key)
 
     def unlink(self, slot_id: int) -> None:
         rec = self.slots[slot_id]
@@ -149,6 +154,8 @@ class TranslationCache:
         tgt = self.blocks.get(rec.linked)
         if tgt is not None:
             tgt.incoming.discard(slot_id)
+        if self.listener is not None:
+            self.listener("unlink", slot_id, rec.source, rec.linked)
         rec.linked = None
         self.unlinks += 1
 

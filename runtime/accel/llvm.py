@@ -66,6 +66,7 @@ class TranslationStats(AccelStats):
     regions_dropped: int = 0        # compiled too late (code changed or flushed meanwhile)
     region_rollbacks: int = 0       # host faults in regions, replayed in the first tier
     cache_hits: int = 0             # modules loaded from the persistent cache
+    jc_refills: int = 0             # misses of the jump cache for translated blocks
     links: int = 0
     flushes: int = 0
 
@@ -89,6 +90,7 @@ class TranslationStats(AccelStats):
         if self.blocks:
             d["us_per_block"] = 1e6 * (self.emit_seconds + self.compile_seconds) / self.blocks
         d["cache_hits"] = self.cache_hits
+        d["jc_refills"] = self.jc_refills
         return d
 
 
@@ -112,6 +114,7 @@ class LLVMAccel(Accelerator):
         self._engine_ready()
         self.cache = TranslationCache(self.env.set_slot, self.jit.helpers[EXIT_CHAIN],
                                       MAX_SLOTS)
+        self._linking = "translate"         # why links are being made (profile events)
         self._mod_ids = itertools.count(1)
         self._insns_since_flush = 0
         self._fn_starts: list[int] = []       # sorted host addresses of block functions
@@ -128,7 +131,7 @@ class LLVMAccel(Accelerator):
         self._stop_req = False                # ... and run() to return (request_exit)
         self._limit = 0                       # the real instruction limit of this run
         self.write_log = None                 # ctypes buffer while the write log is on
-        self.threshold = 0 if cfg.profile else cfg.region_threshold
+        self.threshold = cfg.region_threshold
         self.hot_counts = None
         self._next_block_id = 1
         if self.threshold:
@@ -139,6 +142,7 @@ class LLVMAccel(Accelerator):
         if cfg.profile:
             from dbtlab.runtime.profile import ProfileRecorder
             self.profiler = ProfileRecorder(machine)
+            self.cache.listener = self.profiler.on_chain_event
         self.mem.map_listeners.append(self._on_map)
         self.mem.code_write_listeners.append(self._on_code_write)
 
@@ -302,7 +306,7 @@ class LLVMAccel(Accelerator):
             blk = code.block
             tb = TB((blk.pc, limit), blk, addrs[code.table_index], mod.name,
                     compile_seconds=(t2 - t0) / len(mod.blocks),
-                    successors=list(code.successors))
+                    successors=list(code.successors), id=code.id)
             self.cache.insert(tb)
             new_tbs.append(tb)
             bisect.insort(self._fn_starts, tb.fn)
@@ -327,8 +331,6 @@ class LLVMAccel(Accelerator):
                 tgt = self.cache.best(rec.target_pc)
                 if tgt is not None:
                     self.cache.link(rec.id, tgt)
-                    if self.profiler is not None:
-                        self.profiler.on_link(rec.id, rec.source, tgt)
         st = self.stats
         st.cache_hits = self.jit.stats.cache_hits
         st.blocks += len(mod.blocks)
@@ -356,7 +358,14 @@ class LLVMAccel(Accelerator):
 
     def _block_ids(self):
         if self.profiler is not None:
-            return self.profiler.new_block_id
+            if self.hot_counts is None:
+                return self.profiler.new_block_id
+
+            def new_id() -> int:
+                bid = self.profiler.new_block_id()
+                self.hot_counts[bid] = self.threshold
+                return bid
+            return new_id
         if self.hot_counts is None:
             return None
 
@@ -437,8 +446,9 @@ class LLVMAccel(Accelerator):
         from dbtlab.ir.jit import compile_object
         from dbtlab.ir.region_emit import emit_region
         mod = ModuleEmitter(f"R{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
-                            self.cache.new_slot_id, write_log=self.write_log is not None)
-        code = emit_region(mod, entry.pc, [tb.block for tb in tbs])
+                            self.cache.new_slot_id, write_log=self.write_log is not None,
+                            profile=self.profiler is not None)
+        code = emit_region(mod, entry.pc, [tb.block for tb in tbs], [tb.id for tb in tbs])
         text = mod.text()
         if "op" in self.debug:
             self.debug_out.write(f"OP (region {entry.pc:#x}):\n{text}\n")
@@ -526,6 +536,8 @@ class LLVMAccel(Accelerator):
         for sid in list(entry.incoming):     # predecessors now enter the region
             self.cache.link(sid, rtb)
         self.env.jc_set(entry.pc, rtb.fn)
+        if self.profiler is not None:
+            self.profiler.on_region(rtb, tbs, code)
         st = self.stats
         st.regions += 1
         st.region_blocks += len(code.blocks)
@@ -578,6 +590,12 @@ class LLVMAccel(Accelerator):
             if "exits" in self.debug:
                 self.debug_out.write(f"EXIT {EXIT_NAMES.get(r, r)} pc={st.pc:#x}\n")
             if r == EXIT_MISS:
+                tb = self.cache.best(st.pc)
+                if tb is not None:      # only evicted from the direct-mapped jump cache
+                    self.env.jc_set(st.pc, tb.fn)
+                    first = tb.fn
+                    self.stats.jc_refills += 1
+                    continue
                 try:
                     self.translate(st.pc)
                 except GuestFault as f:
@@ -675,8 +693,6 @@ class LLVMAccel(Accelerator):
         if slot_id in self.cache.slots:
             self.cache.link(slot_id, tb)
             self.stats.links += 1
-            if self.profiler is not None:
-                self.profiler.on_link(slot_id, self.cache.slots[slot_id].source, tb)
         return tb.fn
 
     def _interp_one(self, start: int) -> Exit | None:

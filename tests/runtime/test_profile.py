@@ -58,3 +58,16 @@ def test_cli_profile_requires_llvm(tmp_path):
         "dbtlab: --profile needs --accel llvm (profiles count translated blocks)"
     r = cli("run", "--profile", str(tmp_path / "p.json.gz"), SHA, "10", "1")
     assert r.returncode == 0 and (tmp_path / "p.json.gz").stat().st_size > 100
+
+
+def test_profile_shows_regions_and_keeps_counting_inside_them():
+    r = dbtlab.run(SHA, ["2048", "4"], accel="llvm", profile=True, region_threshold=100,
+                   region_workers=0)
+    doc = r.profile
+    assert doc["regions"], "sha256's loops become regions at threshold 100"
+    blocks = {b["id"]: b for b in doc["blocks"]}
+    for reg in doc["regions"]:
+        assert all(blocks[b]["region"] is not None for b in reg["blocks"])
+    assert sum(b["count"] * b["insns"] for b in blocks.values()) == r.instret
+    events = {e["event"] for e in doc["chain_events"]}
+    assert "link" in events and "unlink" in events     # entries re-linked to regions
