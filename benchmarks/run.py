@@ -2,16 +2,25 @@
 """End-to-end benchmark: the shipped guest programs at benchmark size under dbtlab's
 accelerators and its peers, measured in the same run.
 
-    python benchmarks/run.py [--reps 3] [--programs sha256,qsort] [--engines llvm,qemu,...]
-                             [--json results.json]
+    python benchmarks/run.py [--reps 3] [--programs sha256,qsort] [--engines ...]
+                             [--steady] [--json results.json] [--plot ratios.png]
 
-Engines: ``llvm`` and ``unicorn`` (dbtlab, whole process from start to exit, as a user
-runs it), ``qemu`` (Debian's qemu-riscv64, when installed), ``native`` (the same C source
-built for the host with gcc -O2). Every run's stdout is checked against the first engine's
-(a benchmark that computes something else is not a benchmark). Reports medians, ratios
-(llvm/qemu, llvm/unicorn, llvm/native) with their geometric means, and the llvm
-accelerator's translation statistics. Machines are shared and noisy: quote medians and
-ratios, not absolute times.
+Engines:
+
+* ``llvm``       dbtlab, first tier only, a cold translation cache (empty for every run);
+* ``llvm-warm``  the same with a warm cache (filled by a discarded first run);
+* ``llvm-tier2`` cold cache, hot loops optimised as regions in a worker process;
+* ``unicorn``, ``interp``  dbtlab's other accelerators;
+* ``qemu``       Debian's qemu-riscv64, when installed;
+* ``native``     the same C source built for the host with gcc -O2.
+
+dbtlab runs as a user runs it (a new process from start to exit). Every run's stdout is
+checked against the first engine's. ``--steady`` also runs every engine at half the size and
+reports the steady-state time per unit of work (the difference between the two sizes), which
+takes start-up and translation out. Reports medians, ratios to qemu, unicorn and native with
+geometric means, and the llvm accelerator's translation statistics (blocks, guest
+instructions, µs per block, exits to Python per second by reason). Machines are shared and
+noisy: quote medians and ratios, not absolute times.
 """
 
 from __future__ import annotations
@@ -33,6 +42,11 @@ GUESTS = ROOT / "guests"
 NATIVE_DIR = ROOT / "benchmarks" / "native"
 DEFAULT_PROGRAMS = ["sha256", "qsort", "matmul", "nbody", "crc32", "strings", "alloc",
                     "atomics", "setjmp", "fileio"]
+DBTLAB_ENGINES = {"llvm": ["--accel", "llvm", "--regions", "0"],
+                  "llvm-warm": ["--accel", "llvm", "--regions", "0"],
+                  "llvm-tier2": ["--accel", "llvm", "--regions", "2000",
+                                 "--region-workers", "1"],
+                  "unicorn": ["--accel", "unicorn"], "interp": ["--accel", "interp"]}
 
 
 def manifest() -> dict:
@@ -58,12 +72,13 @@ def native_binary(prog: dict) -> Path | None:
     return out
 
 
-def command(engine: str, prog: dict, args: list[str], stats_file: str) -> list[str] | None:
+def command(engine: str, prog: dict, args: list[str], stats_file: str,
+            cache_dir: str) -> list[str] | None:
     guest = str(GUESTS / prog["binaries"]["musl"])
-    if engine in ("llvm", "unicorn", "interp"):
-        return [sys.executable, "-m", "dbtlab.runtime.cli", "run", "--accel", engine,
-                "--clear-env", *sum((["--env", f"{k}={v}"] for k, v in
-                                     (prog.get("env") or {}).items()), []),
+    if engine in DBTLAB_ENGINES:
+        return [sys.executable, "-m", "dbtlab.runtime.cli", "run", *DBTLAB_ENGINES[engine],
+                "--cache-dir", cache_dir, "--clear-env",
+                *sum((["--env", f"{k}={v}"] for k, v in (prog.get("env") or {}).items()), []),
                 "--stats-json", stats_file, guest, *args]
     if engine == "qemu":
         q = shutil.which("qemu-riscv64")
@@ -71,7 +86,16 @@ def command(engine: str, prog: dict, args: list[str], stats_file: str) -> list[s
     if engine == "native":
         b = native_binary(prog)
         return [str(b), *args] if b else None
-    raise ValueError(engine)
+    raise ValueError(f"unknown engine {engine}")
+
+
+def scaled(args: list[str], factor: float) -> list[str]:
+    out = list(args)
+    for i, x in enumerate(out):
+        if x.isdigit():
+            out[i] = str(max(1, int(int(x) * factor)))
+            break
+    return out
 
 
 def run_once(cmd: list[str], env: dict) -> tuple[float, bytes, int]:
@@ -84,78 +108,105 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
+def measure(engine: str, prog: dict, args: list[str], reps: int, env: dict, tmp: str
+            ) -> dict | None:
+    """Median wall time of ``reps`` runs (plus the outputs and dbtlab's statistics)."""
+    stats_file = os.path.join(tmp, f"{engine}.json")
+    cache = os.path.join(tmp, f"cache-{engine}")
+    cmd = command(engine, prog, args, stats_file, cache)
+    if cmd is None:
+        return None
+    if engine == "llvm-warm":
+        run_once(cmd, env)                       # fills the cache
+    times, outs, rcs, stats = [], [], [], None
+    for _ in range(reps):
+        if engine != "llvm-warm":
+            shutil.rmtree(cache, ignore_errors=True)     # cold: an empty cache every run
+        t, out, rc = run_once(cmd, env)
+        times.append(t)
+        outs.append(out)
+        rcs.append(rc)
+        if os.path.exists(stats_file):
+            with open(stats_file) as f:
+                stats = json.load(f)
+    return {"times": times, "median": statistics.median(times), "outputs": outs,
+            "returncodes": rcs, "stats": stats}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--programs", default=",".join(DEFAULT_PROGRAMS))
-    ap.add_argument("--engines", default="llvm,qemu,unicorn,native")
+    ap.add_argument("--engines", default="llvm,llvm-warm,llvm-tier2,qemu,unicorn,native")
+    ap.add_argument("--steady", action="store_true",
+                    help="also measure at half size: steady-state time per unit of work")
     ap.add_argument("--json", metavar="FILE", help="write all measurements as JSON")
+    ap.add_argument("--plot", metavar="FILE", help="draw the ratios (PNG/SVG/PDF)")
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply the first numeric argument (problem size) by this")
     a = ap.parse_args()
     progs = manifest()
     engines = a.engines.split(",")
-    results = {"engines": engines, "reps": a.reps, "programs": {},
+    for e in engines:
+        if e not in DBTLAB_ENGINES and e not in ("qemu", "native"):
+            ap.error(f"unknown engine {e}")
+    results = {"engines": engines, "reps": a.reps, "programs": {}, "steady": a.steady,
                "host": os.uname().machine, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    env = {k: v for k, v in os.environ.items()}
+    env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     for name in a.programs.split(","):
         prog = progs[name]
-        args = list(prog["bench"]["args"])
-        if a.scale != 1.0:
-            for i, x in enumerate(args):
-                if x.isdigit():
-                    args[i] = str(max(1, int(int(x) * a.scale)))
-                    break
         tmp = tempfile.mkdtemp(prefix="dbtlab-bench-")
-        args = [x.replace("{tmpfile}", os.path.join(tmp, "f")) for x in args]
+        args = [x.replace("{tmpfile}", os.path.join(tmp, "f"))
+                for x in scaled(prog["bench"]["args"], a.scale)]
         print(f"{name} {' '.join(args)}", flush=True)
         entry = {"args": args, "engines": {}}
         reference = None
         for eng in engines:
-            stats_file = os.path.join(tmp, f"{eng}.json")
-            cmd = command(eng, prog, args, stats_file)
-            if cmd is None:
-                print(f"  {eng:8s} unavailable")
+            m = measure(eng, prog, args, a.reps, env, tmp)
+            if m is None:
+                print(f"  {eng:10s} unavailable")
                 continue
-            times, ok, stats = [], True, None
-            for _ in range(a.reps):
-                t, out, rc = run_once(cmd, env)
-                times.append(t)
-                if reference is None:
-                    reference = out
-                if out != reference or rc != (prog["exit_status"] or 0):
-                    ok = False
-                if os.path.exists(stats_file):
-                    with open(stats_file) as f:
-                        stats = json.load(f)
-            med = statistics.median(times)
-            entry["engines"][eng] = {"times": times, "median": med, "output_ok": ok,
-                                     "stats": stats}
+            if reference is None:
+                reference = m["outputs"][0]
+            want_rc = prog["exit_status"] or 0
+            ok = all(o == reference for o in m["outputs"]) and \
+                all(rc == want_rc for rc in m["returncodes"])
+            row = {"times": m["times"], "median": m["median"], "output_ok": ok,
+                   "stats": m["stats"]}
             extra = ""
-            if stats and "blocks" in stats:
-                exits = stats.get("exits", {})
-                extra = (f"  {stats['blocks']} blocks, median "
-                         f"{stats.get('median_us_per_block', 0):.0f} us/block, "
-                         f"{sum(exits.values()) / med:.0f} exits/s "
-                         f"({', '.join(f'{k} {v}' for k, v in sorted(exits.items()))})")
-            print(f"  {eng:8s} {med:7.3f} s{'' if ok else '  OUTPUT DIFFERS'}{extra}",
+            st = m["stats"] or {}
+            if "blocks" in st:
+                exits = st.get("exits", {})
+                extra = (f"  {st['blocks']} blocks, {st.get('median_us_per_block', 0):.0f} "
+                         f"us/block, {sum(exits.values()) / m['median']:.0f} exits/s, "
+                         f"{st.get('cache_hits', 0)} cached modules, "
+                         f"{st.get('regions', 0)} regions")
+            if a.steady:
+                half = measure(eng, prog, scaled(args, 0.5), a.reps, env, tmp)
+                row["half_median"] = half["median"]
+                row["steady"] = m["median"] - half["median"]
+                extra += f"  steady {row['steady']:.3f} s"
+            entry["engines"][eng] = row
+            print(f"  {eng:10s} {m['median']:7.3f} s{'' if ok else '  OUTPUT DIFFERS'}{extra}",
                   flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
         e = entry["engines"]
-        if "llvm" in e:
+        for mine in ("llvm", "llvm-warm", "llvm-tier2"):
             for peer in ("qemu", "unicorn", "native"):
-                if peer in e:
-                    entry[f"llvm/{peer}"] = e["llvm"]["median"] / e[peer]["median"]
+                if mine in e and peer in e:
+                    entry[f"{mine}/{peer}"] = e[mine]["median"] / e[peer]["median"]
+                    if a.steady and e[peer].get("steady", 0) > 0:
+                        entry[f"{mine}/{peer} steady"] = e[mine]["steady"] / e[peer]["steady"]
         results["programs"][name] = entry
-    print("\nratios (median wall time; < 1 means llvm is faster)")
+    print("\nratios of median wall time (< 1: dbtlab is faster)")
     summary = {}
-    for peer in ("qemu", "unicorn", "native"):
-        rs = {n: p[f"llvm/{peer}"] for n, p in results["programs"].items()
-              if f"llvm/{peer}" in p}
+    keys = sorted({k for p in results["programs"].values() for k in p if "/" in k})
+    for k in keys:
+        rs = {n: p[k] for n, p in results["programs"].items() if k in p and p[k] > 0}
         if rs:
-            summary[f"llvm/{peer}"] = geomean(list(rs.values()))
-            print(f"  llvm/{peer:8s} geomean {summary[f'llvm/{peer}']:.2f}   " +
+            summary[k] = geomean(list(rs.values()))
+            print(f"  {k:24s} geomean {summary[k]:6.2f}   " +
                   "  ".join(f"{n} {v:.2f}" for n, v in rs.items()))
     us = [p["engines"]["llvm"]["stats"].get("median_us_per_block")
           for p in results["programs"].values()
@@ -163,12 +214,18 @@ def main() -> int:
     us = [u for u in us if u]
     if us:
         summary["median_us_per_block"] = statistics.median(us)
-        print(f"  median first-tier translation: {summary['median_us_per_block']:.0f} us/block")
+        print(f"  median first-tier translation: {summary['median_us_per_block']:.0f} us/block"
+              " (parse + codegen + emission, cold cache)")
     results["summary"] = summary
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
         print(f"wrote {a.json}")
+    if a.plot:
+        from dbtlab.analysis import plots
+        fig = plots.plot_benchmarks(results)
+        fig.savefig(a.plot, dpi=120, bbox_inches="tight")
+        print(f"wrote {a.plot}")
     bad = [n for n, p in results["programs"].items()
            if any(not v["output_ok"] for v in p["engines"].values())]
     if bad:
