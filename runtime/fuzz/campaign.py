@@ -133,7 +133,8 @@ class Session:
 
     def run_alone(self, c: Case, base: int = CODE_BASE) -> dict[str, Verdict]:
         """Load one case at ``base`` and give each non-reference engine's verdict."""
-        self.load(c.code(base), [base], base)
+        lay, _ = Layout.place([c], base, CODE_BASE + CODE_SIZE - base)
+        self.load(lay.code, lay.entries, base)
         finals = self.finals(c, base)
         return {o: self.verdict(c, base, o, finals) for o in self.others()}
 

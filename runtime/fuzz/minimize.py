@@ -4,7 +4,8 @@ Three phases, each a series of trials that keep a change only if the case still 
 in the same class (same known deviation, or same first differing instruction and kinds of
 difference):
 
-1. drop items (ddmin over the program; control transfers are retargeted);
+1. drop items (ddmin over the program; control transfers are retargeted), then single
+   instructions inside the groups that are left;
 2. simplify operands of what is left (immediates to 0, rounding mode to RNE or dynamic,
    ordering bits to 0);
 3. simplify the initial state: x and f registers to zero (ddmin over which must keep their
@@ -108,6 +109,22 @@ def minimise(c: Case, same: Callable[[Case], bool], max_tests: int = 1500) -> Ca
             c = d
         else:
             k += 1
+    # ... and single instructions inside the groups that are left
+    for k in range(len(c.items)):
+        w = 0
+        while len(c.items[k].words) > 1 and w < len(c.items[k].words):
+            it = c.items[k]
+            if it.target is not None and w == it.patch:
+                w += 1
+                continue
+            patch = it.patch - (1 if it.target is not None and w < it.patch else 0)
+            items = list(c.items)
+            items[k] = Item(it.words[:w] + it.words[w + 1:], it.cls, it.target, patch)
+            d = c.copy(items=items)
+            if t(d):
+                c = d
+            else:
+                w += 1
     # 2. operands
     for k, it in enumerate(c.items):
         for wi, w in enumerate(it.words):
