@@ -144,6 +144,16 @@ _C_MEM = {  # compressed memory forms: name -> (base, size, uses sp)
 _C_BY_BASE: dict[str, list[str]] = {}
 _C_IMM = {n: next(f for f in BY_NAME[n].operands if f.attrs == ("imm",)).values()
           for n in _C_MEM}
+_TABLE_BYTES = b"".join(v.to_bytes(8, "little") for v in TABLE)
+_FLD_SP = encode("fld", rd=0, rs1=2, imm=0)
+
+
+def _addi(rd: int, rs1: int, imm: int) -> int:
+    """addi, encoded directly (hot in the generator); imm must fit 12 bits signed."""
+    assert -2048 <= imm < 2048
+    return 0x13 | rd << 7 | rs1 << 15 | (imm & 0xFFF) << 20
+
+
 _SP16 = [v for v in BY_NAME["c.addi16sp"].operands[0].values()
          if v and -v in BY_NAME["c.addi16sp"].operands[0].values()]
 for _n, (_b, _s, _sp) in _C_MEM.items():
@@ -284,7 +294,7 @@ class Generator:
         fflags = 0 if r.random() < 0.5 else r.randrange(32)
         mem = pools.memory(r, DATA_SIZE)
         t = self.ptr.regs[2] - DATA_BASE
-        mem[t:t + 8 * len(TABLE)] = b"".join(v.to_bytes(8, "little") for v in TABLE)
+        mem[t:t + len(_TABLE_BYTES)] = _TABLE_BYTES
         res = (0, 0, 0)
         if r.random() < 0.1:
             a = r.choice(list(self.ptr.regs.values()))
@@ -447,7 +457,7 @@ class Generator:
         p, off = self._aligned_ptr(size, misaligned)
         t = self._temp()
         w = self.fill(e, rs1=t)
-        return Item([encode("addi", rd=t, rs1=p, imm=off), w])
+        return Item([_addi(t, p, off), w])
 
     def _gen_misaligned_atomic(self) -> Item:
         if self.r.random() < 0.6:
@@ -455,14 +465,14 @@ class Generator:
         size = self.r.choice((4, 8))
         p, off = self._aligned_ptr(size, misaligned=True)
         t = self._temp()
-        return Item([encode("addi", rd=t, rs1=p, imm=off),
+        return Item([_addi(t, p, off),
                      self.fill(BY_NAME["lr.d" if size == 8 else "lr.w"], rs1=t)])
 
     def _gen_sc_misaligned(self) -> Item:
         size = self.r.choice((4, 8))
         p, off = self._aligned_ptr(size, misaligned=True)
         t = self._temp()
-        return Item([encode("addi", rd=t, rs1=p, imm=off),
+        return Item([_addi(t, p, off),
                      self.fill(BY_NAME["sc.d" if size == 8 else "sc.w"], rs1=t)])
 
     def _gen_lrsc_mixed(self) -> Item:
@@ -474,7 +484,7 @@ class Generator:
         sfx = ".d" if size == 8 else ".w"
         p, off = self._aligned_ptr(size)
         t = self._temp()
-        words = [encode("addi", rd=t, rs1=p, imm=off)]
+        words = [_addi(t, p, off)]
         k = 1.0 if mixed else r.random()
         if k < 0.1:                                  # a lone SC (fails unless the initial
             words.append(self.fill(BY_NAME["sc" + sfx], rs1=t))    # reservation matches)
@@ -504,7 +514,7 @@ class Generator:
             if r.random() < 0.1:                     # SC to another address
                 p2, off2 = self._aligned_ptr(8)
                 tt = self._temp()
-                words.append(encode("addi", rd=tt, rs1=p2, imm=off2))
+                words.append(_addi(tt, p2, off2))
             words.append(self.fill(BY_NAME["sc" + sc_size], rs1=tt))
         finally:
             self.free_x, self.hot_x = saved, hot
@@ -535,7 +545,7 @@ class Generator:
         if r.random() < 0.35:
             words.append(encode("csrrwi", rd=0, imm=0, csr=1))
         for reg in regs:
-            words.append(encode("fld", rd=reg, rs1=2, imm=8 * self._special_slot(single)))
+            words.append(_FLD_SP | reg << 7 | (8 * self._special_slot(single)) << 20)
         words.append(self.fill(e, **dict(zip(("rs1", "rs2", "rs3"), regs))))
         return Item(words)
 

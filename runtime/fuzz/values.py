@@ -125,12 +125,15 @@ class Pools:
                         [v.to_bytes(4, "little") for v in F32_SPECIAL]
 
     def regs(self, r: random.Random, pool: list[int], fresh, count: int = 32) -> list[int]:
-        """``count`` values: mostly from the pool, one in eight drawn fresh."""
-        bits = self.BITS
+        """``count`` values: mostly from the pool, one in 32 drawn fresh."""
+        bits = self.BITS + 5
+        mask = (1 << bits) - 1
+        big = r.getrandbits(bits * count)
         out = []
         for _ in range(count):
-            k = r.getrandbits(bits + 3)
-            out.append(fresh(r) if k & 7 == 0 else pool[k >> 3])
+            k = big & mask
+            big >>= bits
+            out.append(fresh(r) if k & 31 == 0 else pool[k >> 5])
         return out
 
     def memory(self, r: random.Random, size: int) -> bytearray:
@@ -140,7 +143,7 @@ class Pools:
         mem = bytearray(base[rot:] + base[:rot])
         sp = self.specials
         n, slots = len(sp), (size - 8) // 4
-        for _ in range(24):
+        for _ in range(12):
             v = sp[int(r.random() * n)]
             off = 4 * int(r.random() * slots)
             mem[off:off + len(v)] = v
