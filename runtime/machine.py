@@ -73,6 +73,7 @@ class Machine:
         self.cpu.pc = self.program.entry
         self.cpu.x[2] = self.program.sp
         self.instret = 0
+        self._stop_req = False        # request_stop() was called (any thread)
         self.accel = make_accel(self.config.accel, self)
 
     # ---- running ---------------------------------------------------------------------
@@ -87,6 +88,21 @@ class Machine:
         res.stats = self.stats()
         return res
 
+    # ---- stop requests (the main loop's vCPU thread: runtime/mainloop.py) ------------------
+    def request_stop(self) -> None:
+        """Make a ``run`` in progress in another thread return promptly with
+        ``stopped=True`` (QEMU's cpu_exit): the flag is checked each time the accelerator
+        returns to this loop, and ``accel.request_exit`` makes it return (llvm: at the next
+        block entry, where it checks its instruction limit anyway; interp: after the current
+        instruction). A request made while no ``run`` is in progress stops the next one
+        before it executes anything. Accelerators without ``request_exit`` stop at their next
+        exit to this loop; their callers run them in bounded chunks (``stop_at``)."""
+        self._stop_req = True
+        try:
+            self.accel.request_exit()
+        except NotImplementedError:
+            pass
+
     @property
     def exited(self) -> bool:
         return self.proc.exit_status is not None or self.proc.killed_by is not None
@@ -94,6 +110,11 @@ class Machine:
     def _loop(self, limit: int | None) -> RunResult:
         proc = self.proc
         while True:
+            if self._stop_req:                 # request_stop(): once per return from accel
+                self._stop_req = False
+                return RunResult(None, None, self.instret, 0.0, stopped=True,
+                                 message=f"stopped on request after {self.instret} "
+                                         f"instructions at pc {self.cpu.pc:#x}")
             budget = RUN_CHUNK if limit is None else limit - self.instret
             if budget <= 0:
                 return RunResult(None, None, self.instret, 0.0, stopped=True,
