@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "input and exit status are the guest's.")
     add_run_options(r)
     add_snapshot_run_options(r)
+    add_monitor_run_options(r)
     r.add_argument("program", metavar="PROGRAM", nargs="?",
                    help="static RISC-V ELF executable (none with --loadvm)")
     r.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
@@ -166,6 +167,10 @@ def guest_env(a: argparse.Namespace) -> list[str]:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from dbtlab.runtime.machine import Machine
+    if monitor_run_requested(a):
+        return cmd_run_monitored(a)
+    if a.paused:
+        raise DbtError("--paused needs --qmp (a monitor to say cont) or --incoming")
     if snapshot_run_requested(a):
         return cmd_run_snapshots(a)
     if a.program is None:
@@ -433,6 +438,81 @@ def cmd_snapshot(a: argparse.Namespace) -> int:
                 return 1
             print(f"{a.tag_a} and {a.tag_b}: identical machine state")
     return 0
+
+
+# ---- the main loop: QMP monitor and live migration (issue 7) ---------------------------------
+# dbtlab run --qmp unix:PATH|tcp:HOST:PORT [--paused] [--snapshot-store FILE] PROGRAM ...
+# dbtlab run --incoming tcp:HOST:PORT [--accel A] [--qmp ...] [--paused]
+def add_monitor_run_options(r: argparse.ArgumentParser) -> None:
+    g = r.add_argument_group("monitor and migration")
+    g.add_argument("--qmp", action="append", metavar="ADDR",
+                   help="serve the QMP monitor on unix:PATH or tcp:HOST:PORT (repeatable); "
+                        "the guest then runs in a vCPU thread under a main loop")
+    g.add_argument("--incoming", metavar="URI",
+                   help="instead of starting PROGRAM, receive a live migration on "
+                        "tcp:HOST:PORT or unix:PATH (port 0: any free port, reported on "
+                        "stderr)")
+    g.add_argument("--paused", action="store_true",
+                   help="with --qmp: start with the guest stopped (QMP cont starts it); "
+                        "with --incoming: stay stopped after the migration")
+
+
+def monitor_run_requested(a: argparse.Namespace) -> bool:
+    return bool(getattr(a, "qmp", None) or getattr(a, "incoming", None))
+
+
+def cmd_run_monitored(a: argparse.Namespace) -> int:
+    from dbtlab.runtime import mainloop
+    from dbtlab.runtime.machine import Machine
+    if a.savevm_at or a.savevm_every is not None:
+        raise DbtError("--savevm-at/--savevm-every cannot be combined with --qmp or "
+                       "--incoming: use the monitor's savevm")
+    if a.incoming:
+        if a.program is not None or a.args:
+            raise DbtError("--incoming: the program comes with the migration stream; give "
+                           "no PROGRAM")
+        for opt, given in (("--loadvm", a.loadvm), ("--env", a.env),
+                           ("--clear-env", a.clear_env), ("--virtual-time", a.virtual_time)):
+            if given:
+                raise DbtError(f"{opt} cannot be used with --incoming: the program, its "
+                               "environment and its clocks come with the migration stream")
+    elif a.loadvm:
+        if not a.snapshot_store:
+            raise DbtError("--loadvm needs --snapshot-store FILE")
+        if a.args:
+            raise DbtError("--loadvm: the program and its arguments come from the snapshot; "
+                           "give no ARGS")
+    elif a.program is None:
+        raise DbtError("run: PROGRAM is required (or --incoming URI, or --loadvm TAG)")
+    cfg = config_from_args(a)
+
+    def make_machine():
+        if a.loadvm:
+            from dbtlab import snapshot as S
+            return S.loadvm(a.snapshot_store, a.loadvm, config=cfg, program=a.program)
+        return Machine(a.program, [a.program] + a.args, env=guest_env(a), config=cfg)
+
+    opts = mainloop.Options(qmp=list(a.qmp or ()), incoming=a.incoming, paused=a.paused,
+                            snapshot_store=a.snapshot_store,
+                            announce=lambda msg: print(f"dbtlab: {msg}", file=sys.stderr,
+                                                       flush=True))
+    outcome, m = mainloop.run(cfg, opts, make_machine)
+    if m is not None:
+        try:
+            if a.stats:
+                print_stats(m)
+            if a.stats_json:
+                write_stats_json(a.stats_json, m, outcome.result)
+            if a.profile:
+                from dbtlab.runtime.profile import write_profile
+                write_profile(m.profile(outcome.result), a.profile)
+        finally:
+            m.close()
+    if outcome.message:
+        print(f"dbtlab: {outcome.message}", file=sys.stderr)
+    if outcome.signal is not None:
+        _die_by_signal(outcome.signal)
+    return outcome.exit_code
 
 
 # ---- analysis of profiles (issue 5) ----------------------------------------------------------
