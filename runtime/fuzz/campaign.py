@@ -36,8 +36,8 @@ from dbtlab.runtime.fuzz.generator import DEFAULT_WEIGHTS, Generator
 from dbtlab.runtime.fuzz.minimize import minimise
 from dbtlab.runtime.fuzz.report import (read_reproducer, reproducer, verdict_text,
                                         write_reproducer)
-from dbtlab.runtime.fuzz.runner import (CODE_SIZE, Engine, Snap, Verdict, initial_snap,
-                                        narrow)
+from dbtlab.runtime.fuzz.runner import (CODE_SIZE, Engine, EngineCrash, Snap, Verdict,
+                                        initial_snap, narrow)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,24 @@ class Session:
         for e in self._all:
             e.close()
 
+    def recover(self, name: str) -> None:
+        """A fresh engine after ``name`` raised (its state may be anything now); the
+        caller reloads the code."""
+        old = self.engines.get(name) or (self.proxy if self.proxy and
+                                          self.proxy.name == name else None)
+        if old is None:
+            return
+        try:
+            old.close()
+        except Exception:            # noqa: BLE001 - it is being replaced
+            log.debug("closing a crashed %s engine failed", name, exc_info=True)
+        new = Engine(name, window=old.window)
+        if name in self.engines:
+            self.engines[name] = new
+        if self.proxy is old:
+            self.proxy = new
+        self._all = [new if e is old else e for e in self._all]
+
     def others(self) -> list[str]:
         return [a for a in self.accels if a != self.ref]
 
@@ -132,11 +150,17 @@ class Session:
                       finals=(fa, fb))
 
     def run_alone(self, c: Case, base: int = CODE_BASE) -> dict[str, Verdict]:
-        """Load one case at ``base`` and give each non-reference engine's verdict."""
+        """Load one case at ``base`` and give each non-reference engine's verdict (an
+        engine that raises gives a crash verdict and is replaced)."""
         lay, _ = Layout.place([c], base, CODE_BASE + CODE_SIZE - base)
         self.load(lay.code, lay.entries, base)
-        finals = self.finals(c, base)
-        return {o: self.verdict(c, base, o, finals) for o in self.others()}
+        try:
+            finals = self.finals(c, base)
+            return {o: self.verdict(c, base, o, finals) for o in self.others()}
+        except EngineCrash as e:
+            self.recover(e.engine)
+            v = Verdict(False, crash=str(e), crash_cls=e.cls)
+            return {o: v for o in self.others()}
 
 
 @dataclass
@@ -168,6 +192,7 @@ class Worker:
         self.gen = Generator(cfg.weights, cfg.min_items, cfg.max_items)
         self.session = Session(cfg.accels, cfg.known_deviations)
         self.minimised: set[str] = set()
+        self.documented: set[str] = set()
 
     def close(self) -> None:
         self.session.close()
@@ -177,18 +202,27 @@ class Worker:
         cfg, s = self.cfg, self.session
         res = ChunkResult()
         cases = [self.gen.case(cfg.seed, i) for i in range(start, start + count)]
-        found: list[tuple[Case, str, Verdict]] = []
+        found: list[tuple[Case, int, str, Verdict]] = []
         rest = cases
         while rest:
             lay, rest = Layout.place(rest, CODE_BASE, CODE_SIZE)
             s.load(lay.code, lay.entries)
             for c, pc in zip(lay.cases, lay.pcs):
-                finals = s.finals(c, pc)
                 res.cases += 1
-                res.insns += finals[s.ref].executed
+                try:
+                    finals = s.finals(c, pc)
+                    verdicts = [(o, s.verdict(c, pc, o, finals)) for o in s.others()]
+                except EngineCrash as e:
+                    log.warning("case %d of seed %d: %s", c.index, c.seed, e)
+                    s.recover(e.engine)
+                    s.load(lay.code, lay.entries)
+                    v = Verdict(False, crash=str(e), crash_cls=e.cls)
+                    verdicts = [(o, v) for o in s.others()][:1]
+                    finals = None
+                if finals is not None:
+                    res.insns += finals[s.ref].executed
                 clean, bad = True, False
-                for o in s.others():
-                    v = s.verdict(c, pc, o, finals)
+                for o, v in verdicts:
                     res.probes += v.probes
                     for dev, _pc, _m in v.excused:
                         res.excused[dev] += 1
@@ -196,52 +230,52 @@ class Worker:
                         clean = False
                     if not v.ok:
                         bad = True
-                        key = self.class_key(o, v)
-                        res.classes[key] += 1
-                        found.append((c, o, v))
+                        res.classes[self.class_key(o, v)] += 1
+                        found.append((c, pc, o, v))
                 if clean:
                     res.clean += 1
                 elif bad:
                     res.diverged += 1
                 else:
                     res.excused_cases += 1
-        for c, o, v in found:
-            res.reproducers.append(self.report(c, o, v))
+        for c, pc, o, v in found:
+            key = self.class_key(o, v)
+            if key not in self.documented:       # one reproducer per class and worker
+                self.documented.add(key)
+                res.reproducers.append(self.report(c, pc, o, v))
         res.seconds = time.perf_counter() - t0
         return res
 
     def class_key(self, other: str, v: Verdict) -> str:
-        if len(self.cfg.accels) > 2:
+        if len(self.cfg.accels) > 2 and not v.crash_cls:
             return f"{self.session.ref}/{other}: {v.cls}"
         return v.cls
 
-    def report(self, c: Case, other: str, v: Verdict) -> dict:
-        """A reproducer document; minimised for the first few divergences of a class."""
+    def report(self, c: Case, pc: int, other: str, v: Verdict) -> dict:
+        """The reproducer of a divergence, minimised for the first few classes."""
         pair = (self.session.ref, other)
         key = self.class_key(other, v)
-        small, sv = c, v
-        if self.cfg.minimise and key not in self.minimised and \
-                len(self.minimised) < self.cfg.max_minimise:
+        small, sv, base = c, v, pc
+        if self.cfg.minimise and len(self.minimised) < self.cfg.max_minimise:
             self.minimised.add(key)
-            small = self.minimise(c, other, v.cls)
-            sv = self.session.run_alone(small)[other]
-            if sv.cls != v.cls:          # cannot happen unless an engine is not deterministic
-                small, sv = c, self.session.run_alone(c)[other]
-        else:
-            sv = self.session.run_alone(c)[other] if self.cfg.minimise else v
-        doc = reproducer(small, pair, sv, self.cfg.known_deviations, original=c)
+            m = self.minimise(c, other, v.cls)
+            if m is not None:
+                small, sv, base = m, self.session.run_alone(m)[other], CODE_BASE
+        doc = reproducer(small, pair, sv, self.cfg.known_deviations, original=c, base=base)
         doc["class_key"] = key
         doc["minimised"] = small is not c
         return doc
 
-    def minimise(self, c: Case, other: str, cls: str) -> Case:
+    def minimise(self, c: Case, other: str, cls: str) -> Case | None:
+        """The minimised case, or None if placed alone at CODE_BASE it does not diverge
+        the same way."""
         s = self.session
 
         def same(d: Case) -> bool:
             v = s.run_alone(d)[other]
             return not v.ok and v.cls == cls
-        if not same(c):            # placed alone it diverges differently: keep as found
-            return c
+        if not same(c):
+            return None
         return minimise(c, same)
 
 
@@ -316,7 +350,9 @@ def _units(cfg: FuzzConfig) -> list[tuple[int, int]]:
 
 
 def run_campaign(cfg: FuzzConfig) -> CampaignResult:
-    """Run a campaign (in this process when ``jobs == 1``)."""
+    """Run a campaign (in this process when ``jobs == 1``). With ``jobs > 1`` the workers
+    are spawned processes: a script calling this must do so under
+    ``if __name__ == "__main__":`` (multiprocessing re-imports the main module)."""
     cfg.check()
     if cfg.weights is None:
         cfg.weights = dict(DEFAULT_WEIGHTS)

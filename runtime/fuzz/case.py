@@ -248,8 +248,14 @@ class Layout:
 _REENTER: set[int] = set()
 
 
+_FP_OPCODES = frozenset({0x43, 0x47, 0x4B, 0x4F, 0x53})
+
+
 def _reenters(word: int) -> bool:
     """Does execution leave translated code after this instruction and come back?"""
+    if word & 3 != 3 or not ((word & 0x707F) == 0x100F or
+                             ((word & 0x7F) in _FP_OPCODES and (word >> 12) & 7 == 4)):
+        return False              # neither fence.i nor a possible static RMM: no decode
     insn = decode(word)
     if insn.name == "fence.i":
         _REENTER.add(word)

@@ -51,13 +51,15 @@ def divergence_json(pair: tuple[str, str], verdict, known: bool) -> dict:
             "differences": [x.to_json() for x in st.diffs],
             "deviation": st.deviation, "rule": st.rule or None})
     d["final_differences"] = [x.to_json() for x in verdict.final_diffs]
+    if verdict.crash:
+        d["crash"] = verdict.crash
     return d
 
 
 def reproducer(case: Case, pair: tuple[str, str], verdict, known: bool,
-               original: Case | None = None) -> dict:
+               original: Case | None = None, base: int | None = None) -> dict:
     doc = {"format": FORMAT, "version": REPRO_VERSION, "engines": list(pair)}
-    doc.update(case_to_json(case))
+    doc.update(case_to_json(case) if base is None else case_to_json(case, base))
     doc["difference"] = divergence_json(pair, verdict, known)
     if original is not None:
         doc["original_instructions"] = original.n_insns()
@@ -95,6 +97,8 @@ def verdict_text(pair: tuple[str, str], verdict, case: Case | None = None,
         return s
     st = verdict.step
     out = [f"DIVERGENCE {a} vs {b}: class {verdict.cls}"]
+    if verdict.crash:
+        out.append(f"  {verdict.crash}")
     if st is not None:
         out.append(f"  first differing instruction (after {st.executed} instructions): "
                    f"{st.pc:#x}: {disasm_word(st.insn.word, st.pc) if st.insn else '?'}")

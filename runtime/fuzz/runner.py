@@ -136,6 +136,19 @@ def differences(a: Snap, b: Snap) -> list[Difference]:
     return out
 
 
+class EngineCrash(Exception):
+    """An accelerator raised instead of returning an exit (a bug worth a reproducer)."""
+
+    def __init__(self, engine: str, exc: BaseException) -> None:
+        super().__init__(f"{engine} raised {type(exc).__name__}: {exc}")
+        self.engine = engine
+        self.exc = exc
+
+    @property
+    def cls(self) -> str:
+        return f"crash:{self.engine}:{type(self.exc).__name__}"
+
+
 class Engine:
     """One accelerator on a reusable bare machine."""
 
@@ -165,7 +178,11 @@ class Engine:
     def prepare(self, pcs: list[int]) -> None:
         """Translate ahead (llvm: one module for a whole batch) when the engine can."""
         if self._batch_translate is not None and pcs:
-            self._batch_translate(pcs)
+            try:
+                self._batch_translate(pcs)
+            except Exception:            # noqa: BLE001 - the case that needs it will crash
+                log.info("%s: translating ahead failed; translating lazily", self.name,
+                         exc_info=True)
 
     # ---- state ---------------------------------------------------------------------------
     def set_case(self, c: Case, pc: int) -> None:
@@ -181,7 +198,10 @@ class Engine:
 
     def run(self, budget: int) -> Snap:
         self.runs += 1
-        ex = self.accel.run(budget)
+        try:
+            ex = self.accel.run(budget)
+        except Exception as e:           # noqa: BLE001 - an engine failing is a finding
+            raise EngineCrash(self.name, e) from e
         cpu = self.cpu
         reason = ex.reason
         e = (reason, ex.executed, ex.fault_kind if reason == EXIT_FAULT else 0,
@@ -241,13 +261,17 @@ class Verdict:
     step: Step | None = None
     final_diffs: list[Difference] = field(default_factory=list)
     probes: int = 0
+    crash: str = ""                  # an engine raised: "engine raised Type: message"
+    crash_cls: str = ""
 
     @property
     def cls(self) -> str:
         """The divergence class: the known deviation the first differing instruction meets,
-        or its mnemonic and what differs."""
+        or its mnemonic and what differs (or crash:ENGINE:EXCEPTION)."""
         if self.ok:
             return "ok"
+        if self.crash_cls:
+            return self.crash_cls
         st = self.step
         if st is None:
             return "nondeterministic"

@@ -323,3 +323,26 @@ def test_long_campaign(accels):
         pytest.skip("unicorn is not importable")
     r = run_campaign(FuzzConfig(seed=77, cases=40000, accels=accels, jobs=2, out=None))
     assert r.ok, r.summary()
+
+
+def test_engine_that_raises_is_a_finding(monkeypatch, tmp_path):
+    """An accelerator raising (here: the JIT cannot lower urem) does not stop the
+    campaign: the case is a divergence of class crash:ENGINE:EXCEPTION, the engine is
+    replaced, and the reproducer is minimised to the instruction."""
+    real = llvm_emit.LLVMBuilder.binop
+
+    def broken(self, op, x, y):
+        if op == "urem":
+            raise RuntimeError("planted: no urem")
+        return real(self, op, x, y)
+
+    monkeypatch.setattr(llvm_emit.LLVMBuilder, "binop", broken)
+    r = run_campaign(FuzzConfig(seed=5, cases=80, accels=("interp", "llvm"),
+                                out=str(tmp_path), max_minimise=1))
+    assert r.total.cases == 80 and r.total.classes.get("crash:llvm:RuntimeError")
+    assert r.total.clean > 20                        # the other cases still ran
+    doc = r.docs["crash:llvm:RuntimeError"]
+    assert doc["minimised"] and len(doc["words"]) == 2
+    assert decode(int(doc["words"][0], 16)).name in ("remu", "remuw")
+    assert "planted: no urem" in doc["difference"]["crash"]
+    assert replay(r.files["crash:llvm:RuntimeError"]).same
