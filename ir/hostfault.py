@@ -33,6 +33,7 @@ import llvmlite.binding as llvm
 
 from dbtlab.ir.env import JMPBUF_OFF
 from dbtlab.ir.state import offset
+from dbtlab.ir.support_ir import flags_x86_to_rv
 from dbtlab.runtime.memory import ADDR_LIMIT, GUARD_SIZE
 
 SA_SIGINFO = 0x4
@@ -57,25 +58,7 @@ HANDLER_IR = r"""
 declare void @siglongjmp(ptr, i32) noreturn
 declare i32 @sigaction(i32, ptr, ptr)
 
-define internal i64 @flags_x86_to_rv(i32 %m) {
-  %m64 = zext i32 %m to i64
-  %ie = and i64 %m64, 1
-  %nv = shl i64 %ie, 4
-  %ze = and i64 %m64, 4
-  %dz = shl i64 %ze, 1
-  %oe = and i64 %m64, 8
-  %of = lshr i64 %oe, 1
-  %ue = and i64 %m64, 16
-  %uf = lshr i64 %ue, 3
-  %pe = and i64 %m64, 32
-  %nx = lshr i64 %pe, 5
-  %a = or i64 %nv, %dz
-  %b = or i64 %a, %of
-  %c = or i64 %b, %uf
-  %d = or i64 %c, %nx
-  ret i64 %d
-}
-
+@FLAGS_FN@
 define void @dbt_on_fault(i32 %sig, ptr %info, ptr %uc) {
 entry:
   %env = load ptr, ptr @dbt_active
@@ -162,7 +145,8 @@ def install() -> None:
     for k, v in {"OFF_GUEST_BASE": offset("guest_base"), "SPAN": ADDR_LIMIT + GUARD_SIZE,
                  "OFF_HOST_PC": offset("host_pc"), "OFF_HOST_ERR": offset("host_err"),
                  "OFF_FAULT_ADDR": offset("fault_addr"), "OFF_FFLAGS": offset("fflags"),
-                 "JMPBUF_OFF": JMPBUF_OFF}.items():
+                 "JMPBUF_OFF": JMPBUF_OFF,
+                 "FLAGS_FN": flags_x86_to_rv("flags_x86_to_rv", "internal")}.items():
         text = text.replace(f"@{k}@", str(v))
     mod = llvm.parse_assembly(text)
     mod.verify()

@@ -573,9 +573,13 @@ class LLVMBuilder(Builder):
         if v is not None:
             return v
         r = self._v()
-        self.e(f"{r} = load i64, ptr {self.ptr(self._key_offset(key))}")
+        self.e(f"{r} = load i64, ptr {self._home(key)}")
         self.cache[key] = r
         return r
+
+    def _home(self, key: tuple) -> str:
+        """Where a register lives between instructions: its slot in the CPU state."""
+        return self.ptr(self._key_offset(key))
 
     def _read_x(self, r):
         return self._read(("x", r))

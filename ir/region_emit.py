@@ -38,7 +38,7 @@ from dbtlab.runtime.memory import ADDR_LIMIT
 
 OFF_ULOG = offset("ulog")
 OFF_ULOG_N = offset("ulog_n")
-from dbtlab.translator.block import GuestBlock
+from dbtlab.translator.block import GuestBlock, pages_of
 
 MAX_REGION_BLOCKS = 64
 MAX_REGION_INSNS = 1024
@@ -77,10 +77,7 @@ class RegionCode:
 
     @property
     def pages(self) -> set[int]:
-        out: set[int] = set()
-        for b in self.blocks:
-            out |= b.pages
-        return out
+        return pages_of(self.blocks)
 
 
 class RegionBuilder(LLVMBuilder):
@@ -104,17 +101,9 @@ class RegionBuilder(LLVMBuilder):
             a = self.allocas[key] = f"%a_{kind}{idx}"
         return a
 
-    def _read(self, key: tuple):
-        v = self.pending.get(key)
-        if v is not None:
-            return v
-        v = self.cache.get(key)
-        if v is not None:
-            return v
-        r = self._v()
-        self.e(f"{r} = load i64, ptr {self._alloca(key)}")
-        self.cache[key] = r
-        return r
+    def _home(self, key: tuple) -> str:
+        """In a region a register lives in its alloca (an SSA value after mem2reg)."""
+        return self._alloca(key)
 
     def commit(self) -> None:
         for key, v in self.pending.items():

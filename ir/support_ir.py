@@ -42,26 +42,7 @@ define internal void @mxcsr_write(i32 %m) alwaysinline {
   ret void
 }
 
-; x86 exception flags (IE DE ZE OE UE PE) -> RISC-V fflags (NV DZ OF UF NX)
-define i64 @dbt_flags_x86_to_rv(i32 %m) alwaysinline {
-  %m64 = zext i32 %m to i64
-  %ie = and i64 %m64, 1
-  %nv = shl i64 %ie, 4
-  %ze = and i64 %m64, 4
-  %dz = shl i64 %ze, 1
-  %oe = and i64 %m64, 8
-  %of = lshr i64 %oe, 1
-  %ue = and i64 %m64, 16
-  %uf = lshr i64 %ue, 3
-  %pe = and i64 %m64, 32
-  %nx = lshr i64 %pe, 5
-  %a = or i64 %nv, %dz
-  %b = or i64 %a, %of
-  %c = or i64 %b, %uf
-  %d = or i64 %c, %nx
-  ret i64 %d
-}
-
+@FLAGS_FN@
 define internal i32 @rc_of(i64 %rm) alwaysinline {
   %s = shl i64 %rm, 2
   %t = lshr i64 @RC_TABLE@, %s
@@ -225,6 +206,34 @@ out:
 """
 
 
+FLAGS_X86_TO_RV = """; x86 exception flags (IE DE ZE OE UE PE) -> RISC-V fflags (NV DZ OF UF NX)
+define @LINKAGE@ i64 @@NAME@(i32 %m) alwaysinline {
+  %m64 = zext i32 %m to i64
+  %ie = and i64 %m64, 1
+  %nv = shl i64 %ie, 4
+  %ze = and i64 %m64, 4
+  %dz = shl i64 %ze, 1
+  %oe = and i64 %m64, 8
+  %of = lshr i64 %oe, 1
+  %ue = and i64 %m64, 16
+  %uf = lshr i64 %ue, 3
+  %pe = and i64 %m64, 32
+  %nx = lshr i64 %pe, 5
+  %a = or i64 %nv, %dz
+  %b = or i64 %a, %of
+  %c = or i64 %b, %uf
+  %d = or i64 %c, %nx
+  ret i64 %d
+}
+"""
+
+
+def flags_x86_to_rv(name: str, linkage: str = "") -> str:
+    """The IR of the MXCSR-to-fflags conversion (the signal handler needs its own copy,
+    in its own module)."""
+    return FLAGS_X86_TO_RV.replace("@@NAME@", "@" + name).replace("@LINKAGE@", linkage)
+
+
 def support_ir() -> str:
     stubs = "\n".join(f"define preserve_nonecc i64 @dbt_exit_{n}(ptr %st) {{\n  ret i64 {n}\n}}"
                       for n in range(NUM_EXITS))
@@ -234,6 +243,7 @@ def support_ir() -> str:
         "JMPBUF_OFF": JMPBUF_OFF, "JC_MASK": (1 << JC_BITS) - 1, "JC_OFF": JC_OFF,
         "EXIT_LOOKUP": EXIT_LOOKUP, "EXIT_MISS": EXIT_MISS, "EXIT_HOSTFAULT": EXIT_HOSTFAULT,
         "EXIT_STUBS": stubs, "OFF_PROF_LAST": offset("prof_last"),
+        "FLAGS_FN": flags_x86_to_rv("dbt_flags_x86_to_rv"),
         "OFF_PROF_EDGES": offset("prof_edges"), "EDGE_MASK": (1 << PROF_EDGE_BITS) - 1,
     }
     text = SUPPORT_IR

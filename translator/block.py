@@ -58,6 +58,14 @@ class GuestBlock:
         return b"".join(i.word.to_bytes(i.length, "little") for _, i in self.insns)
 
 
+def pages_of(blocks) -> set[int]:
+    """Every page some instruction of these blocks occupies."""
+    out: set[int] = set()
+    for b in blocks:
+        out |= b.pages
+    return out
+
+
 def form_block(fetch: Callable[[int], Insn], pc: int, max_insns: int) -> GuestBlock:
     """Decode the candidate instructions of the block at pc. ``fetch`` decodes the
     instruction at an address or raises GuestFault. The first fetch's fault propagates

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dbtlab.translator.block import GuestBlock
+from dbtlab.translator.block import GuestBlock, pages_of
 
 
 @dataclass
@@ -66,10 +66,7 @@ class RegionTB(TB):
 
     @property
     def pages(self) -> set[int]:
-        out: set[int] = set()
-        for b in self.blocks:
-            out |= b.pages
-        return out
+        return pages_of(self.blocks)
 
     def block_of(self, pc: int) -> GuestBlock | None:
         return next((b for b in self.blocks if any(p == pc for p, _ in b.insns)), None)

@@ -549,12 +549,17 @@ class LLVMAccel(Accelerator):
 
     # ---- running ---------------------------------------------------------------------
     def _load_env(self, budget: int, instret: int) -> None:
+        self._limit = instret + budget
+        self._import_cpu(instret)
+
+    def _import_cpu(self, icount: int) -> None:
+        """The machine's CPU state into the environment, plus what translated code reads
+        besides it (addresses of the guest view and of the tables, the limit)."""
         st = self.env.state
         st.copy_from(self.machine.cpu)
         st.guest_base = self.mem.guest_base
         st.addr_limit = ADDR_LIMIT
-        st.icount = instret
-        self._limit = instret + budget
+        st.icount = icount
         self._set_limit()
         if self.profiler is not None:
             self.profiler.install(st)
@@ -704,19 +709,7 @@ class LLVMAccel(Accelerator):
         self._store_env()
         n_smc = self.stats.invalidated
         ex = self.interp.run(1, instret=st.icount)
-        icount = st.icount + ex.executed
-        st.copy_from(self.machine.cpu)
-        st.guest_base = self.mem.guest_base
-        st.addr_limit = ADDR_LIMIT
-        st.icount = icount
-        self._set_limit()
-        if self.profiler is not None:
-            self.profiler.install(st)
-        if self.write_log is not None:
-            st.wlog = ctypes.addressof(self.write_log)
-        if self.hot_counts is not None:
-            st.hot_counts = ctypes.addressof(self.hot_counts)
-            st.ulog = ctypes.addressof(self.ulog)
+        self._import_cpu(st.icount + ex.executed)
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1
         if ex.reason == EXIT_BUDGET:
