@@ -625,6 +625,9 @@ def add_fuzz_parser(sub) -> None:
                    help="where reproducers are written (default ./fuzz-out)")
     f.add_argument("--no-minimise", action="store_true",
                    help="write divergences as found, without delta debugging")
+    f.add_argument("--llvm-regions", type=int, default=0, metavar="N",
+                   help="let llvm form second-tier regions from blocks executed N times "
+                        "(default 0: first tier only)")
     f.add_argument("--replay", metavar="FILE",
                    help="rerun a reproducer file (on its engines, or --accels if given)")
 
@@ -647,7 +650,8 @@ def cmd_fuzz(a: argparse.Namespace) -> int:
         raise DbtError(str(e)) from None
     cfg = FuzzConfig(seed=a.seed, cases=a.cases, accels=accels, jobs=a.jobs,
                      known_deviations=not a.no_known_deviations, weights=weights,
-                     out=a.out, minimise=not a.no_minimise, progress=True)
+                     out=a.out, minimise=not a.no_minimise, progress=True,
+                     llvm_regions=a.llvm_regions)
     r = run_campaign(cfg)
     print(r.summary())
     return 0 if r.ok else 1

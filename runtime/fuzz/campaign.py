@@ -60,6 +60,13 @@ class FuzzConfig:
     progress: bool = False
     min_items: int = 6
     max_items: int = 24
+    llvm_regions: int = 0             # >0: llvm forms second-tier regions at this threshold
+
+    def engine_options(self) -> dict[str, dict]:
+        """RunConfig settings per accelerator (recorded in reproducers)."""
+        if self.llvm_regions:
+            return {"llvm": {"region_threshold": self.llvm_regions, "region_workers": 0}}
+        return {}
 
     def check(self) -> None:
         bad = [a for a in self.accels if a not in ACCELS]
@@ -81,11 +88,14 @@ def reference_of(accels) -> str:
 class Session:
     """The engines of one worker, and the verdict on a case."""
 
-    def __init__(self, accels, known: bool, window: int = WINDOW) -> None:
+    def __init__(self, accels, known: bool, window: int = WINDOW,
+                 options: dict[str, dict] | None = None) -> None:
         self.accels = list(accels)
         self.known = known
         self.ref = reference_of(self.accels)
-        self.engines = {a: Engine(a, window=window) for a in self.accels}
+        self.options = options or {}
+        self.engines = {a: Engine(a, window=window, options=self.options.get(a))
+                        for a in self.accels}
         self.proxy = None
         if "llvm" in self.accels and "unicorn" in self.accels:
             self.proxy = self.engines.get("interp") or Engine("interp", window=window)
@@ -108,7 +118,7 @@ class Session:
             old.close()
         except Exception:            # noqa: BLE001 - it is being replaced
             log.debug("closing a crashed %s engine failed", name, exc_info=True)
-        new = Engine(name, window=old.window)
+        new = Engine(name, window=old.window, options=old.options)
         if name in self.engines:
             self.engines[name] = new
         if self.proxy is old:
@@ -190,7 +200,8 @@ class Worker:
     def __init__(self, cfg: FuzzConfig) -> None:
         self.cfg = cfg
         self.gen = Generator(cfg.weights, cfg.min_items, cfg.max_items)
-        self.session = Session(cfg.accels, cfg.known_deviations)
+        self.session = Session(cfg.accels, cfg.known_deviations,
+                               options=cfg.engine_options())
         self.minimised: set[str] = set()
         self.documented: set[str] = set()
 
@@ -264,6 +275,8 @@ class Worker:
         doc = reproducer(small, pair, sv, self.cfg.known_deviations, original=c, base=base)
         doc["class_key"] = key
         doc["minimised"] = small is not c
+        if self.cfg.engine_options():
+            doc["engine_options"] = self.cfg.engine_options()
         return doc
 
     def minimise(self, c: Case, other: str, cls: str) -> Case | None:
@@ -325,6 +338,8 @@ class CampaignResult:
                f"oracle deviations, {t.diverged} with an unexplained divergence"]
         if not cfg.known_deviations:
             out.append("  known oracle deviations are NOT excused (--no-known-deviations)")
+        if cfg.llvm_regions:
+            out.append(f"  llvm forms regions from blocks executed {cfg.llvm_regions} times")
         if t.excused:
             out.append("  known oracle deviations hit: " + ", ".join(
                 f"{k} {v}" for k, v in t.excused.most_common()))
@@ -435,7 +450,7 @@ def replay(path: str, accels: list[str] | None = None,
         else known_deviations
     FuzzConfig(accels=tuple(engines)).check()
     base = int(doc.get("code_base", f"{CODE_BASE:#x}"), 16)
-    s = Session(engines, known, len(case.mem))
+    s = Session(engines, known, len(case.mem), options=doc.get("engine_options"))
     try:
         verdicts = s.run_alone(case, base)
     finally:

@@ -26,6 +26,7 @@ from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FAULT, EXIT_ILLEGAL, EXIT_NAMES, 
                              FAULT_NAMES, X_NAMES)
 from dbtlab.runtime.bare import CODE_BASE, DATA_BASE, BareMachine
 from dbtlab.runtime.config import RunConfig
+from dbtlab.runtime.errors import DbtError
 from dbtlab.runtime.fuzz.case import WINDOW, Case
 from dbtlab.runtime.memory import GuestFault
 from dbtlab.translator.decode import decode
@@ -152,12 +153,17 @@ class EngineCrash(Exception):
 class Engine:
     """One accelerator on a reusable bare machine."""
 
-    def __init__(self, name: str, code_size: int = CODE_SIZE, window: int = WINDOW) -> None:
+    def __init__(self, name: str, code_size: int = CODE_SIZE, window: int = WINDOW,
+                 options: dict | None = None) -> None:
         self.name = name
         self.window = window
+        self.options = dict(options or {})
         # no persistent translation cache: fuzz code is new every time
-        self.m = BareMachine(bytes(code_size), accel=name, data_size=window,
-                             config=RunConfig(accel=name, cache=False))
+        try:
+            self.m = BareMachine(bytes(code_size), accel=name, data_size=window,
+                                 config=RunConfig(accel=name, cache=False, **self.options))
+        except ImportError as e:
+            raise DbtError(f"accelerator {name} is not available here ({e})") from None
         self.cpu = self.m.cpu
         self.accel = self.m.accel
         self.mem = self.m.mem

@@ -27,8 +27,9 @@ from tests.conftest import ACCELS, ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "fuzz"
 HAS_UNICORN = "unicorn" in ACCELS and importlib.util.find_spec("unicorn") is not None
-needs_unicorn = pytest.mark.skipif(not HAS_UNICORN,
-                                   reason="unicorn is not importable: the oracle is needed")
+needs_unicorn = pytest.mark.skipif(
+    not HAS_UNICORN, reason="the unicorn oracle is not available (unicorn not importable, or "
+                            "not among tests.conftest.ACCELS)")
 #: the four unicorn FP bugs runtime/deviations.py lists
 FP_BUGS = {"fminmax-snan", "single-not-nan-boxed", "unboxed-single-input", "fma-inf-zero-qnan"}
 
@@ -320,7 +321,7 @@ def test_parallel_workers_agree_with_one():
                          ids=",".join)
 def test_long_campaign(accels):
     if "unicorn" in accels and not HAS_UNICORN:
-        pytest.skip("unicorn is not importable")
+        pytest.skip("the unicorn oracle is not available")
     r = run_campaign(FuzzConfig(seed=77, cases=40000, accels=accels, jobs=2, out=None))
     assert r.ok, r.summary()
 
@@ -346,3 +347,19 @@ def test_engine_that_raises_is_a_finding(monkeypatch, tmp_path):
     assert decode(int(doc["words"][0], 16)).name in ("remu", "remuw")
     assert "planted: no urem" in doc["difference"]["crash"]
     assert replay(r.files["crash:llvm:RuntimeError"]).same
+
+
+def test_second_tier_regions_are_fuzzed_too():
+    """--llvm-regions N: loops in the cases become second-tier regions (O2, registers in
+    SSA) and are compared like everything else."""
+    from dbtlab.runtime.fuzz.campaign import Worker
+    cfg = FuzzConfig(seed=21, cases=200, accels=("interp", "llvm"), out=None,
+                     llvm_regions=2, weights=parse_weights("branch=15"))
+    w = Worker(cfg)
+    try:
+        r = w.run_chunk(0, 200)
+        st = w.session.engines["llvm"].accel.stats
+        assert r.diverged == 0 and r.clean == 200, r.classes
+        assert st.regions > 5
+    finally:
+        w.close()
