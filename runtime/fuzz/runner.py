@@ -312,7 +312,11 @@ def trace(e: Engine, start: Snap, n: int) -> list[Snap]:
     addr = ctypes.addressof(e.cpu)
     for _ in range(n):
         log.clear()
-        ex = e.accel.run(1)
+        try:
+            ex = e.accel.run(1)
+        except Exception as exc:         # noqa: BLE001 - as in Engine.run
+            mem.write_log = None
+            raise EngineCrash(e.name, exc) from exc
         if log:
             window = mem.peek(DATA_BASE, len(window))
         cpu = e.cpu
