@@ -611,9 +611,9 @@ def add_fuzz_parser(sub) -> None:
                                    "is not a known oracle deviation was found.")
     f.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
     f.add_argument("--cases", type=int, default=1000, help="number of cases (default 1000)")
-    f.add_argument("--accels", default="llvm,unicorn",
-                   help="comma-separated accelerators (default llvm,unicorn); the first "
-                        "that is not unicorn is the reference")
+    f.add_argument("--accels", default=None,
+                   help="comma-separated accelerators (default llvm,unicorn; with --replay "
+                        "the file's); the first that is not unicorn is the reference")
     f.add_argument("--jobs", type=int, default=1, metavar="J",
                    help="worker processes (default 1)")
     f.add_argument("--no-known-deviations", action="store_true",
@@ -634,11 +634,10 @@ def add_fuzz_parser(sub) -> None:
 
 def cmd_fuzz(a: argparse.Namespace) -> int:
     from dbtlab.runtime.fuzz import FuzzConfig, parse_weights, replay, run_campaign
-    accels = tuple(e.strip() for e in a.accels.split(",") if e.strip())
+    accels = tuple(e.strip() for e in (a.accels or "llvm,unicorn").split(",") if e.strip())
     if a.replay:
-        explicit = "--accels" in sys.argv or any(x.startswith("--accels=") for x in sys.argv)
         try:
-            r = replay(a.replay, list(accels) if explicit else None,
+            r = replay(a.replay, list(accels) if a.accels else None,
                        False if a.no_known_deviations else None)
         except (OSError, ValueError, KeyError) as e:
             raise DbtError(f"--replay {a.replay}: {e}") from None
