@@ -343,12 +343,27 @@ def _shift(s: Snap, k: int) -> Snap:
     return Snap(s.regs, s.res, (e[0], e[1] + k) + e[2:], s.window)
 
 
-def _prone(insn: Insn | None) -> bool:
+_SINGLE_OPS: frozenset[str] | None = None
+
+
+def _prone(insn: Insn | None, before: Snap) -> bool:
     """Can this instruction meet a known oracle deviation (``runtime.deviations`` or the
-    fuzzer's supplement)? Narrowing looks at these one by one."""
-    from dbtlab.runtime.deviations import _FP
-    return insn is not None and (insn.name in _FP or insn.is_illegal or
-                                 insn.name in ("sc.w", "sc.d"))
+    fuzzer's supplement) from this state? Narrowing probes these one by one; a deviation
+    anywhere else is still found (by bisection), only more slowly."""
+    global _SINGLE_OPS
+    from dbtlab.runtime import deviations as D
+    if insn is None:
+        return False
+    if _SINGLE_OPS is None:
+        _SINGLE_OPS = frozenset(D._READ1 | D._READ2 | D._READ3 | D._WRITES_SINGLE)
+    name = insn.name
+    if name in _SINGLE_OPS or insn.is_illegal or name in ("sc.w", "sc.d"):
+        return True
+    if name in ("fmin.d", "fmax.d") or name.startswith(("fmadd.", "fmsub.", "fnmsub.",
+                                                       "fnmadd.")):
+        arch = before.arch()
+        return any(d.applies(insn, arch) for d in D.KNOWN_DEVIATIONS)
+    return False
 
 
 class _Narrowing:
@@ -435,9 +450,10 @@ def _narrow_traced(c: Case, pc: int, n: _Narrowing, tracer: Engine,
 
     pos = [0, tr[0]]                 # the other engine is known to equal tr[pos[0]]
 
-    def advance(target: int) -> str:
+    def advance(target: int, first: int = -1) -> str:
         """Bring the other engine to ``target`` instructions, judging every difference on
-        the way: 'ok', 'fail' (a divergence) or 'over' (the reference stopped)."""
+        the way ('first': where to look first): 'ok', 'fail' (a divergence) or 'over'
+        (the reference stopped)."""
         while pos[0] < target:
             cur, state = pos
             so = probe(cur, state, target)
@@ -446,7 +462,7 @@ def _narrow_traced(c: Case, pc: int, n: _Narrowing, tracer: Engine,
                 return "ok" if tr[target].exit[0] == EXIT_BUDGET else "over"
             lo, lo_state, hi, hi_snap = cur, state, target, so
             while hi - lo > 1:
-                mid = (lo + hi) // 2
+                mid = first if lo < first < hi else (lo + hi) // 2
                 sm = probe(lo, lo_state, mid)
                 if sm.key() == tr[mid].key():
                     lo, lo_state = mid, sm
@@ -462,9 +478,9 @@ def _narrow_traced(c: Case, pc: int, n: _Narrowing, tracer: Engine,
         return "ok"
 
     for k in range(stop + 1):
-        if k < pos[0] or not _prone(tracer.insn_at(tr[k].pc)):
+        if k < pos[0] or not _prone(tracer.insn_at(tr[k].pc), tr[k]):
             continue
-        if advance(k) != "ok" or advance(k + 1) != "ok":
+        if advance(k + 1, first=k) != "ok":       # one probe when it does not deviate
             return
     advance(stop + 1)
 
