@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Translated code is cached on disk; the suite uses a cache of its own (shared by its xdist
+# workers, which inherit the variable), never the user's.
+os.environ.setdefault("DBTLAB_CACHE_DIR", tempfile.mkdtemp(prefix="dbtlab-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 GUESTS = ROOT / "guests"
