@@ -22,8 +22,8 @@ def _case(name):
     return next(p for p, libc, _ in guest_cases(("musl",)) if p["name"] == name)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-@pytest.mark.parametrize("name", PROGRAMS)
+@pytest.mark.parametrize("name,workers", [(p, 0) for p in PROGRAMS] +
+                         [(p, 1) for p in ("sha256", "smc", "segv")])
 def test_regions_at_threshold_one_match_the_first_tier(name, workers, tmp_path):
     prog = _case(name)
     path = str(GUESTS / prog["binaries"]["musl"])
