@@ -587,11 +587,19 @@ async def serve(config, options: Options,
     return outcome, vm
 
 
+#: how long clients get to hang up by themselves after SHUTDOWN (a client that reads
+#: "quit"'s reply and then disconnects should not find the connection reset under it)
+CLIENT_GRACE = 0.5
+
+
 async def _cleanup(vm: VM) -> None:
     for t in list(vm.tasks):
         t.cancel()
     if vm.tasks:
         await asyncio.gather(*vm.tasks, return_exceptions=True)
+    deadline = time.monotonic() + CLIENT_GRACE
+    while vm.sessions and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     for s in list(vm.sessions):
         await s.close()
     for server in vm.servers:

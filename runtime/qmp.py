@@ -511,7 +511,7 @@ def _blocks(m) -> dict:
     cache = getattr(a, "cache", None)
     if a.name == "llvm" and cache is not None:
         d.update({"blocks": st["blocks"], "live-blocks": len(cache.blocks),
-                  "chain-links": st["links"],
+                  "chain-links": getattr(cache, "links", st["links"]),   # made, all told
                   "live-chain-links": sum(1 for r in cache.slots.values()
                                           if r.linked is not None),
                   "compile-seconds": st["compile_seconds"] + st["emit_seconds"],
