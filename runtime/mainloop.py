@@ -51,7 +51,8 @@ KICK_RETRY = 0.002
 #: terminal, only stops when the syscall returns)
 STOP_TIMEOUT = 5.0
 
-RUNNING_STATES = ("running",)
+#: the GIL switch interval under the main loop (see serve)
+SWITCH_INTERVAL = 0.0005
 
 
 class VMError(DbtError):
@@ -554,6 +555,11 @@ async def serve(config, options: Options,
     arrives with the migration stream). Returns the outcome and the VM (whose ``machine``
     is still open unless its vCPU thread could not be stopped)."""
     from dbtlab.runtime import migration, qmp
+    import sys
+    # a vCPU running Python (the interpreter, syscalls) holds the GIL for up to the switch
+    # interval whenever the loop wants it (5 ms by default, several times per command);
+    # an idle loop asks for nothing, so a shorter interval costs the guest nothing
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
     vm = VM(config, options)
     loop = vm.loop
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
