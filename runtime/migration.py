@@ -439,6 +439,8 @@ class OutgoingMigration:
             t_sync_prev = t_sync = time.monotonic()
             candidates = None                       # None: every mapped page
             while True:
+                if ready.done() and ready.result() != MSG_READY:
+                    _check_reply(ready.result(), MSG_READY)    # it refused early: say why
                 t0 = time.monotonic()
                 items = await loop.run_in_executor(None, tracker.scan, candidates or (),
                                                    regions if candidates is None else None)
@@ -524,8 +526,15 @@ class OutgoingMigration:
             self._fail(str(e), paused_here, was_running, prev_state)
         except (OSError, EOFError, asyncio.IncompleteReadError) as e:
             why = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            self._fail(f"connection to {self.addr} lost: {why}", paused_here, was_running,
-                       prev_state)
+            said = ready.result() if ready is not None and ready.done() and \
+                not ready.cancelled() and ready.exception() is None else b""
+            if said.startswith(MSG_ERROR):         # it hung up after saying why
+                why = "the destination refused the state: " + \
+                    said[len(MSG_ERROR):].decode("utf-8", "replace").strip()
+                self._fail(why, paused_here, was_running, prev_state)
+            else:
+                self._fail(f"connection to {self.addr} lost: {why}", paused_here,
+                           was_running, prev_state)
         finally:
             if ready is not None and not ready.done():
                 ready.cancel()

@@ -242,6 +242,9 @@ class FakeDestination:
         c, _ = self.ls.accept()
         c.settimeout(0.5)
         try:
+            if self.mode == "early":            # refuses at once (its program is missing...)
+                c.sendall(b"DBTLAB-MIGRATION ERROR this destination says no\n")
+                return
             if self.mode != "cut":
                 c.sendall(MSG_READY)
             while True:
@@ -268,6 +271,7 @@ class FakeDestination:
     ("cut", "connection", False),                # cut mid pre-copy
     ("hangup", "closed the connection", True),   # gone while the source is stopped
     ("refuse", "this destination says no", True),
+    ("early", "this destination says no", False),
 ])
 def test_failed_migration_leaves_the_source_running(tmp_path, mode, why, stopped):
     fake = FakeDestination(mode)
@@ -299,7 +303,7 @@ def test_failed_migration_leaves_the_source_running(tmp_path, mode, why, stopped
         assert ("STOP" in names and "RESUME" in names) == stopped, names
         assert src.wait(120) == 0
         assert src.stdout == reference(*args)
-        assert fake.received > 0
+        assert fake.received > 0 or mode == "early"
     finally:
         src.close()
 
