@@ -8,7 +8,8 @@ stay comparable. Nothing else is masked; in particular no register class is igno
 
 Each entry names the spec rule it breaks; each is reproduced by a test
 (tests/runtime/test_deviations.py) that runs the triggering instruction on unicorn and on
-the interpreter.
+the interpreter. Deviations whose check needs memory, the reservation or a re-execution
+(mixed-size SC, reserved compressed no-ops, ...) are listed in ``runtime/fuzz/oracle.py``.
 """
 
 from __future__ import annotations

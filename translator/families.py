@@ -126,8 +126,10 @@ def load_reserved(b: Builder, i: Insn, size: int) -> None:
 
 
 def store_conditional(b: Builder, i: Insn, size: int) -> None:
-    """Succeeds if the reservation covers addr and memory still holds the value the LR
-    read (QEMU's rule, so our results match qemu-riscv64 and unicorn)."""
+    """Succeeds if the reservation covers addr and memory's ``size`` bytes still hold the
+    low bytes of what the LR read: QEMU's rule for when to store. (For sc.w after lr.d QEMU
+    then reports failure unless the doubleword is its low word sign-extended — a write
+    that reports failure, which the spec forbids; see runtime/fuzz/oracle.py.)"""
     addr = b.rx(i.rs1)
     b.check_aligned(addr, size)
     held = b.bop("and", b.ne(b.read_field("res_valid"), b.const(0)),

@@ -1,5 +1,5 @@
-"""Deviations of the unicorn oracle that the fuzzer found and ``runtime.deviations`` does
-not list (yet): each with the spec rule it breaks and an exact check.
+"""Deviations of the unicorn oracle that need the fuzzer's machinery to check: each with
+the spec rule it breaks and an exact check.
 
 ``runtime.deviations.explain`` is always asked first. These are consulted only when it
 finds nothing, only for the unicorn side of a pair, and only with known deviations
@@ -9,8 +9,10 @@ the whole scratch window): nothing is masked. Where unicorn's result needs compu
 instruction is re-executed on the reference interpreter from a modified state (for
 example with the single-precision inputs as unicorn reads them).
 
-They belong in ``runtime/deviations.py``; they live here until its owner takes them over.
-Each is reproduced on its own by ``tests/runtime/test_fuzz.py``.
+``runtime/deviations.py`` lists the deviations decidable from the register states alone (the
+whole-program difftest uses those too); these need the reservation, the scratch window or
+a re-execution, which only the fuzzer's runner has. Each is reproduced on its own by
+``tests/runtime/test_fuzz.py``.
 """
 
 from __future__ import annotations
@@ -134,6 +136,30 @@ def _sc_misaligned(insn: Insn, before, ref_after, orc_after, emulate) -> bool:
         b.window == orc_after.window and orc_after.exit[0] == EXIT_BUDGET
 
 
+def _sc_writes_yet_fails(insn: Insn, before, ref_after, orc_after, emulate) -> bool:
+    """unicorn stores on a mixed-size SC (sc.w after lr.d) whose low bytes match, then
+    reports failure because its flag compares the sign-extended word with the whole
+    doubleword the LR read: everything as on the reference except rd = 1."""
+    if insn.name not in ("sc.w", "sc.d") or not insn.rd:
+        return False
+    size = 4 if insn.name == "sc.w" else 8
+    a = before.arch()
+    addr = a["x"][insn.rs1]
+    if not before.res or before.res[1] != addr or addr & (size - 1):
+        return False
+    held = before.res[2] & M64
+    word = held & ((1 << 8 * size) - 1)
+    if size == 4 and word >> 31:
+        word |= M64 ^ M32                     # unicorn's sign-extended memory word
+    if word == held:                          # same-size pair: no deviation possible
+        return False
+    want = ref_after.arch()
+    if want["x"][insn.rd] != 0:               # the reference succeeded (and stored)
+        return False
+    want["x"][insn.rd] = 1
+    return _same_but(ref_after.with_regs(want), orc_after)
+
+
 SUPPLEMENT: tuple[Supplement, ...] = (
     Supplement("unboxed-single-input-x",
                "a single-precision operand that is not properly NaN-boxed reads as the "
@@ -155,6 +181,12 @@ SUPPLEMENT: tuple[Supplement, ...] = (
                "a misaligned SC raises address-misaligned (A: 'an address-misaligned "
                "exception is raised'; Linux: SIGBUS); unicorn fails it (rd = 1) without a "
                "fault when its address holds no reservation", _sc_misaligned, ends_case=True),
+    Supplement("sc-writes-yet-fails",
+               "an SC either succeeds, writing memory and zero to rd, or fails, writing "
+               "no memory and nonzero to rd (A: store-conditional); after lr.d, unicorn's sc.w stores when "
+               "the low word matches but sets rd = 1 unless the doubleword is the word's "
+               "sign extension (QEMU compares its cmpxchg result, sign-extended, with the "
+               "whole reserved value)", _sc_writes_yet_fails),
 )
 
 
