@@ -213,6 +213,13 @@ def print_stats(m) -> None:
               f"{1e3 * s['compile_seconds']:.1f} ms compiling; median "
               f"{s.get('median_us_per_block', 0):.0f} us/block; {s['links']} links, "
               f"{s['invalidated']} invalidated, {s['flushes']} flushes", file=out)
+        if s.get("cache_hits"):
+            print(f"  persistent cache: {s['cache_hits']} of {s['modules']} modules loaded "
+                  f"without compiling", file=out)
+        if s.get("regions") or s.get("regions_dropped"):
+            print(f"  second tier: {s['regions']} regions ({s['region_blocks']} blocks, "
+                  f"{s['region_insns']} guest insns) in {1e3 * s['region_seconds']:.0f} ms "
+                  f"of compiling, {s['regions_dropped']} dropped", file=out)
 
 
 def write_stats_json(path: str, m, res) -> None:
