@@ -982,7 +982,10 @@ class RamSaver:
         mapped = RegionIndex(regions)
         todo = self._all_pages() if pages is None else sorted(p for p in set(pages)
                                                                if p in mapped)
-        self.sent = {p for p in self.sent if p in mapped}
+        # the receiver keeps pages unmapped between passes until END (which drops what is
+        # outside the final map): a page remapped as zero must still go as a ZERO record
+        if final:
+            self.sent = {p for p in self.sent if p in mapped}
         chunk = bytearray(_encode_map(regions))
         records = 0
         for pn in todo:

@@ -636,6 +636,33 @@ def test_iterative_ram_precopy(tmp_path):
     m.close()
 
 
+def test_page_unmapped_for_a_round_then_remapped_as_zero(tmp_path):
+    """The receiver keeps a page unmapped between rounds until END; mapped again, now
+    zero, it must go as a ZERO record or the old contents survive."""
+    g = guest("hello", tmpdir=tmp_path)
+    m = g.machine("interp")
+    m.run(stop_at=2_000)
+    f = V.VMFile.writer()
+    w = V.StreamWriter(f)
+    w.full("program", 0, 1, V.VMSTATE_PROGRAM.encode(V.capture(m).program))
+    m.mem.map(0x7000_0000, PAGE_SIZE, PROT_READ | PROT_WRITE, "scratch")
+    m.mem.poke(0x7000_0000, b"old contents")
+    ram = V.RamSaver(w, m.mem)
+    ram.setup()
+    ram.iterate(None)                                 # round 1 sends the page
+    m.mem.unmap(0x7000_0000, PAGE_SIZE)
+    ram.iterate(())                                   # round 2: its map lacks the page
+    m.mem.map(0x7000_0000, PAGE_SIZE, PROT_READ | PROT_WRITE, "scratch")
+    ram.complete([0x70000])                           # back, and zero
+    final = V.capture(m)
+    w.full("cpu", 0, 1, V.VMSTATE_CPU.encode(final.cpu))
+    w.full("process", 0, 2, V.VMSTATE_PROCESS.encode(final.process))
+    w.finish()
+    got = V.loads(f.getvalue())
+    assert 0x70000 not in got.memory.pages and got.memory.pages == final.memory.pages
+    m.close()
+
+
 @pytest.mark.parametrize("accel", ACCELS)
 def test_in_place_restore_rewinds_a_machine(tmp_path, accel):
     """The same machine goes back to an earlier state (memory, registers, count, process)
