@@ -219,7 +219,8 @@ def print_stats(m) -> None:
         if s.get("regions") or s.get("regions_dropped"):
             print(f"  second tier: {s['regions']} regions ({s['region_blocks']} blocks, "
                   f"{s['region_insns']} guest insns) in {1e3 * s['region_seconds']:.0f} ms "
-                  f"of compiling, {s['regions_dropped']} dropped", file=out)
+                  f"of compiling ({s.get('region_cache_hits', 0)} from the persistent "
+                  f"cache), {s['regions_dropped']} dropped", file=out)
 
 
 def write_stats_json(path: str, m, res) -> None:

@@ -74,7 +74,12 @@ class RegionTB(TB):
 
 class TranslationCache:
     """``set_slot(id, fn)`` writes a native slot; ``unlinked`` is the stub address an
-    unlinked slot holds; slot ids run from 1 to ``max_slots - 1``."""
+    unlinked slot holds; slot ids run from 1 to ``max_slots - 1``.
+
+    Slot ids are baked into the code that owns them, so they are part of its persistent
+    cache key. Second-tier regions take theirs from a pool of their own (the top quarter):
+    when a region is formed or dropped then never shifts the ids — and so the cache keys —
+    of the first-tier blocks translated after it."""
 
     def __init__(self, set_slot: Callable[[int, int], None], unlinked: int,
                  max_slots: int) -> None:
@@ -86,6 +91,9 @@ class TranslationCache:
         self.max_slots = max_slots
         self._free: list[int] = []
         self._next_slot = 1
+        self.region_first = max_slots - max_slots // 4
+        self._rfree: list[int] = []
+        self._next_rslot = self.region_first
         self.links = 0          # chain links made (cumulative)
         self.unlinks = 0
         self.invalidated = 0
@@ -98,15 +106,30 @@ class TranslationCache:
         if self._free:
             sid = self._free.pop()
         else:
-            if self._next_slot >= self.max_slots:
+            if self._next_slot >= self.region_first:
                 raise OverflowError("out of chain slots")
             sid = self._next_slot
             self._next_slot += 1
         self._set_slot(sid, self.unlinked)
         return sid
 
+    def new_region_slot_id(self) -> int:
+        """A free slot number from the regions' pool."""
+        if self._rfree:
+            sid = self._rfree.pop()
+        else:
+            if self._next_rslot >= self.max_slots:
+                raise OverflowError("out of region chain slots")
+            sid = self._next_rslot
+            self._next_rslot += 1
+        self._set_slot(sid, self.unlinked)
+        return sid
+
     def free_slots(self) -> int:
-        return len(self._free) + self.max_slots - self._next_slot
+        return len(self._free) + self.region_first - self._next_slot
+
+    def free_region_slots(self) -> int:
+        return len(self._rfree) + self.max_slots - self._next_rslot
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -176,7 +199,7 @@ class TranslationCache:
                 if sid in self.slots:
                     self.unlink(sid)
                     del self.slots[sid]
-                    self._free.append(sid)
+                    (self._rfree if sid >= self.region_first else self._free).append(sid)
             for pn in tb.pages:
                 keys = self.by_page.get(pn)
                 if keys is not None:
@@ -194,4 +217,6 @@ class TranslationCache:
         self.slots.clear()
         self._free.clear()
         self._next_slot = 1
+        self._rfree.clear()
+        self._next_rslot = self.region_first
         self.unlinked = unlinked

@@ -64,6 +64,7 @@ class TranslationStats(AccelStats):
     region_insns: int = 0
     region_seconds: float = 0.0     # compiling regions (in workers when there are workers)
     regions_dropped: int = 0        # compiled too late (code changed or flushed meanwhile)
+    region_cache_hits: int = 0      # regions loaded from the persistent cache
     region_rollbacks: int = 0       # host faults in regions, replayed in the first tier
     cache_hits: int = 0             # modules loaded from the persistent cache
     jc_refills: int = 0             # misses of the jump cache for translated blocks
@@ -83,6 +84,7 @@ class TranslationStats(AccelStats):
                  regions=self.regions, region_blocks=self.region_blocks,
                  region_insns=self.region_insns, region_seconds=self.region_seconds,
                  regions_dropped=self.regions_dropped,
+                 region_cache_hits=self.region_cache_hits,
                  region_rollbacks=self.region_rollbacks)
         ub = sorted(self.us_per_block())
         if ub:
@@ -116,6 +118,8 @@ class LLVMAccel(Accelerator):
                                       MAX_SLOTS)
         self._linking = "translate"         # why links are being made (profile events)
         self._mod_ids = itertools.count(1)
+        self._region_ids = itertools.count(1)   # regions' own: block modules' names (part
+                                                # of their cache keys) never depend on them
         self._insns_since_flush = 0
         self._fn_starts: list[int] = []       # sorted host addresses of block functions
         self._fn_blocks: dict[int, TB] = {}
@@ -445,14 +449,28 @@ class LLVMAccel(Accelerator):
         in-process without workers — and install it when it is ready."""
         from dbtlab.ir.jit import compile_object
         from dbtlab.ir.region_emit import emit_region
-        mod = ModuleEmitter(f"R{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
-                            self.cache.new_slot_id, write_log=self.write_log is not None,
+        if self.cache.free_region_slots() < 16 * len(tbs) + 16:
+            log.info("no region formed at %#x: out of region chain slots", entry.pc)
+            return
+        mod = ModuleEmitter(f"R{self.jit.generation}_{next(self._region_ids)}",
+                            self.cfg.chain, self.cache.new_region_slot_id,
+                            write_log=self.write_log is not None,
                             profile=self.profiler is not None)
         code = emit_region(mod, entry.pc, [tb.block for tb in tbs], [tb.id for tb in tbs])
         text = mod.text()
         if "op" in self.debug:
             self.debug_out.write(f"OP (region {entry.pc:#x}):\n{text}\n")
         job = (entry, tbs, mod, code, self.jit.generation, time.perf_counter())
+        key = None
+        pcache = self.jit.cache
+        if pcache is not None and not self.debug & {"op_opt", "out_asm"}:
+            key = pcache.key(self.jit.cache_prefix, f"region-O{self.cfg.region_opt}", text)
+            obj = pcache.get(key)
+            if obj is not None:               # compiled by an earlier run: no worker
+                self.stats.region_cache_hits += 1
+                self._finish_job(job, obj)
+                return
+        job += (key,)
         if self.cfg.region_workers <= 0:
             obj = compile_object(text, self.cfg.region_opt, self.cfg.region_opt)
             self._finish_job(job, obj)
@@ -479,12 +497,14 @@ class LLVMAccel(Accelerator):
         return self._pool
 
     def _finish_job(self, job, obj: bytes | None) -> None:
-        entry, tbs, mod, code, generation, t0 = job
+        entry, tbs, mod, code, generation, t0 = job[:6]
         self._jobs.pop(entry.pc, None)
         self.stats.region_seconds += time.perf_counter() - t0
         if obj is None:
             self.stats.regions_dropped += 1
             return
+        if len(job) > 6 and job[6] is not None:
+            self.jit.cache.put(job[6], obj)
         self.install_region(entry, tbs, mod, code, obj, generation)
 
     def _service(self) -> None:

@@ -99,3 +99,17 @@ def test_code_rewritten_under_a_region_drops_it():
         assert m.run().name == "ecall" and m.cpu.x[10] == 150
     finally:
         m.close()
+
+
+def test_second_run_loads_regions_and_blocks_from_the_persistent_cache(tmp_path):
+    """Regions are cached like blocks; and forming them never shifts the slot numbers or
+    module names baked into later first-tier modules, so every block module hits too."""
+    path = str(GUESTS / "bin/crc32")
+    runs = [dbtlab.run(path, ["4096", "40"], accel="llvm", region_threshold=50,
+                       region_workers=0, cache_dir=str(tmp_path)) for _ in range(2)]
+    cold, warm = (r.stats for r in runs)
+    assert runs[0].stdout == runs[1].stdout and runs[0].instret == runs[1].instret
+    assert cold["regions"] > 0 and cold["region_cache_hits"] == 0
+    assert warm["regions"] == cold["regions"]
+    assert warm["region_cache_hits"] == warm["regions"]
+    assert warm["cache_hits"] == warm["modules"] == cold["modules"]
