@@ -610,7 +610,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 # dbtlab fuzz --seed S --cases N [--accels A,B,...] [--jobs J] [--no-known-deviations]
 #             [--weights CLASS=W,...] [--out DIR] | --replay FILE
 def add_fuzz_parser(sub) -> None:
-    from dbtlab.runtime.fuzz.generator import DEFAULT_WEIGHTS
+    from dbtlab.runtime.fuzz.weights import DEFAULT_WEIGHTS
     f = sub.add_parser("fuzz", help="differential fuzzing of the accelerators",
                        description="Generate random RV64GC instruction streams, run each on "
                                    "every engine from the same state and compare the final "

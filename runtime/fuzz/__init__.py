@@ -16,11 +16,20 @@ Python API::
     print(r.summary()); r.ok
 """
 
-from dbtlab.runtime.fuzz.campaign import (CampaignResult, FuzzConfig, ReplayResult, Session,
-                                          replay, run_campaign)
-from dbtlab.runtime.fuzz.case import Case, Item
-from dbtlab.runtime.fuzz.generator import CLASSES, DEFAULT_WEIGHTS, Generator, parse_weights
+import importlib
 
-__all__ = ["CampaignResult", "FuzzConfig", "ReplayResult", "Session", "replay",
-           "run_campaign", "Case", "Item", "CLASSES", "DEFAULT_WEIGHTS", "Generator",
-           "parse_weights"]
+_EXPORTS = {"CampaignResult": "campaign", "FuzzConfig": "campaign", "ReplayResult": "campaign",
+            "Session": "campaign", "replay": "campaign", "run_campaign": "campaign",
+            "Case": "case", "Item": "case", "CLASSES": "generator",
+            "DEFAULT_WEIGHTS": "weights", "Generator": "generator",
+            "parse_weights": "generator"}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Imported on first use: ``dbtlab run`` builds the fuzz command's help without
+    loading the fuzzer."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
