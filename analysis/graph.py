@@ -23,7 +23,8 @@ def block_graph(profile: Any, *, min_count: int = 0) -> nx.DiGraph:
     that were translated but never ran, which still cost translation time).
 
     Node attributes: pc, end, size (guest bytes), insns, count, dyn_insns (count × insns),
-    share (of instructions executed in translated code), tier, function, offset, label,
+    share (of instructions executed in translated code), tier, region (the id of the
+    second-tier region it was compiled into, or None), function, offset, label,
     host_bytes, compile_us, module, limit, translated_at, invalidated_at, untranslated_exits.
     Edge attributes: count, kind (dominant), chained/indirect/dispatch/exit (count per
     kind), backward (target pc ≤ source pc: a loop back edge in address order).
@@ -39,7 +40,8 @@ def block_graph(profile: Any, *, min_count: int = 0) -> nx.DiGraph:
         dyn = b["count"] * b["insns"]
         g.add_node(b["id"], pc=b["pc"], end=b["end"], size=b.get("guest_bytes"),
                    insns=b["insns"], count=b["count"], dyn_insns=dyn, share=dyn / total,
-                   tier=b.get("tier"), function=b.get("function"), offset=b.get("offset"),
+                   tier=b.get("tier"), region=b.get("region"), function=b.get("function"),
+                   offset=b.get("offset"),
                    label=label_of(b), host_bytes=b.get("host_bytes"),
                    compile_us=b.get("compile_us"), module=b.get("module"),
                    limit=b.get("limit"), translated_at=b.get("translated_at"),

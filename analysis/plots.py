@@ -28,6 +28,7 @@ KIND_STYLE = {"chained": ("#333333", "solid"), "indirect": ("#1f77b4", "dashed")
               "dispatch": ("#7f7f7f", "dotted"), "exit": ("#d62728", "solid")}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#bcbd22", "#17becf", "#7f7f7f"]
+REGION_RING = "#E07B00"   # blocks compiled into a second-tier region
 
 
 def new_figure(width: float = 6.4, height: float = 4.0) -> Figure:
@@ -105,7 +106,8 @@ def plot_hot_subgraph(source: Any, top: int = 25, ax=None, *,
 
     One column per function (ordered by address), blocks top to bottom by address, so
     loops show up as arcs back up a column. Node area ∝ dynamic instructions, colour =
-    function; edge width ∝ log(count), labelled with the count; solid black = chained,
+    function, a thick orange ring = compiled into a second-tier region (its id after the
+    count); edge width ∝ log(count), labelled with the count; solid black = chained,
     dashed blue = indirect (jump cache), dotted grey = back to the dispatcher, red = exit
     to Python.
     """
@@ -133,11 +135,15 @@ def plot_hot_subgraph(source: Any, top: int = 25, ax=None, *,
     nx.draw_networkx_nodes(h, pos, nodelist=nodelist, node_size=sizes, ax=ax,
                            node_color=[colour[h.nodes[n]["function"] or "?"]
                                        for n in nodelist],
-                           alpha=0.9, edgecolors="#222222", linewidths=0.6)
+                           alpha=0.9, edgecolors=[REGION_RING if h.nodes[n].get("region")
+                                                  else "#222222" for n in nodelist],
+                           linewidths=[2.6 if h.nodes[n].get("region") else 0.6
+                                       for n in nodelist])
     for n in nodelist:
         d = h.nodes[n]
         x, y = pos[n]
-        ax.annotate(f"+{d['offset'] or 0:#x}\n{_si(d['count'])}×{d['insns']}", (x, y),
+        rid = f" R{d['region']}" if d.get("region") else ""
+        ax.annotate(f"+{d['offset'] or 0:#x}\n{_si(d['count'])}×{d['insns']}{rid}", (x, y),
                     xytext=(math.sqrt(size_of[n]) / 2 + 3, 0), textcoords="offset points",
                     fontsize=6.5, va="center", ha="left", color="#222222")
     maxc = max((d["count"] for *_, d in h.edges(data=True)), default=1) or 1
@@ -168,6 +174,9 @@ def plot_hot_subgraph(source: Any, top: int = 25, ax=None, *,
     legend = [Line2D([0], [0], color=c, ls=s, lw=1.5, label=k)
               for k, (c, s) in KIND_STYLE.items()
               if any(d["kind"] == k for *_, d in h.edges(data=True))]
+    if any(d.get("region") for _, d in h.nodes(data=True)):
+        legend.append(Line2D([0], [0], marker="o", ls="none", mfc="white",
+                             mec=REGION_RING, mew=2.2, label="in a region (Rn)"))
     if legend:
         ax.legend(handles=legend, loc="lower right", fontsize=7, frameon=False)
     share = sum(d["dyn_insns"] for _, d in h.nodes(data=True)) / \

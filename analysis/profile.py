@@ -69,6 +69,12 @@ class Profile:
         return self.doc["run"]
 
     @property
+    def regions(self) -> list[dict]:
+        """Second-tier regions installed during the run (``id``, ``entry``, ``blocks``:
+        first-tier block ids, ``insns``, ``installed_at``); empty for older profiles."""
+        return list(self.doc.get("regions") or [])
+
+    @property
     def accel(self) -> str | None:
         return self.run.get("accel")
 

@@ -84,6 +84,18 @@ def summary(profile: Any, *, top: int = 10) -> str:
         path = " > ".join(r.labels[:4]) + (" > ..." if len(r.labels) > 4 else "")
         w(f"  {100 * r.share:5.1f}% {r.head_count:9,}x {len(r.blocks):2d} blocks "
           f"p={r.completion:.2f}{' cyclic' if r.cyclic else ''}: {path}")
+    installed = p.regions
+    if installed:
+        by_id = {b["id"]: b for b in p.blocks}
+        members = {bid for r in installed for bid in r["blocks"]}
+        dyn = sum(by_id[b]["count"] * by_id[b]["insns"] for b in members if b in by_id)
+        w(f"second-tier regions installed: {len(installed)}, their blocks ran "
+          f"{100 * dyn / (p.translated_insns or 1):.1f}% of instructions")
+        for r in installed[:top]:
+            head = by_id.get(r["blocks"][0]) if r["blocks"] else None
+            name = label_of(head) if head else f"{r['entry']:#x}"
+            w(f"  R{r['id']:<3d} {name[:36]:36s} {len(r['blocks']):3d} blocks "
+              f"{r['insns']:5d} insns, installed {1e3 * r['installed_at']:.0f} ms into the run")
     regions = loop_regions(g)
     w(f"loop-rule regions: {len(regions)}, covering "
       f"{100 * region_coverage(p, regions):.1f}% of instructions")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import queue
 import struct
 import subprocess
 import sys
@@ -69,6 +70,27 @@ class _Worker:
         self.thread = threading.Thread(target=self._read, daemon=True,
                                        name="dbtlab-region-worker")
         self.thread.start()
+        # requests go through a thread of their own: a region's IR is larger than a pipe's
+        # buffer, and writing it while the worker compiles the previous one would block
+        # the guest until that compile ends
+        self._out: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write, daemon=True,
+                                        name="dbtlab-region-worker-send")
+        self._writer.start()
+
+    def _write(self) -> None:
+        while True:
+            msg = self._out.get()
+            if msg is None:
+                break
+            try:
+                _send(self.proc.stdin, msg)
+            except OSError:              # the worker is gone: the reader reports it
+                return
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
 
     def _read(self) -> None:
         while True:
@@ -87,17 +109,14 @@ class _Worker:
     def submit(self, job, text: str, opt: int, cg: int) -> None:
         with self._lock:
             self.pending += 1
-        _send(self.proc.stdin, (job, text, opt, cg))
+        self._out.put((job, text, opt, cg))
 
     def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        """Stop now: a compile in progress is not waited for (its result is unwanted)."""
+        self._out.put(None)
+        self.proc.kill()
+        self.proc.wait()
+        self._writer.join(timeout=2)
 
 
 class WorkerPool:

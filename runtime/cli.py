@@ -120,10 +120,11 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
     r.add_argument("--no-cache", action="store_true",
                    help="do not read or write the persistent translation cache")
     r.add_argument("--regions", type=int, metavar="N", default=None,
-                   help="form optimised regions from blocks executed N times (0: off; "
-                        "default: %(default)s)")
+                   help="form optimised regions from loop heads executed N times (0: off; "
+                        "default 2000, or $DBTLAB_REGIONS)")
     r.add_argument("--region-workers", type=int, metavar="J", default=None,
-                   help="worker processes compiling regions (0: compile in-process)")
+                   help="worker processes compiling regions (0: compile in-process; "
+                        "default 1, or $DBTLAB_REGION_WORKERS)")
     r.add_argument("--profile", metavar="FILE",
                    help="record a profile (block counts, transitions, translation events) "
                         "to FILE (.json or .json.gz); needs --accel llvm")

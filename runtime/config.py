@@ -21,7 +21,7 @@ DEBUG_FLAGS = {
 }
 
 ACCELS = ("llvm", "interp", "unicorn")
-DEFAULT_REGION_THRESHOLD = 2000      # what --regions means without a number in the docs
+DEFAULT_REGION_THRESHOLD = 2000      # executions of a loop head before it becomes a region
 
 
 def _env_int(name: str, default: int) -> int:
@@ -47,7 +47,8 @@ class RunConfig:
     profile: bool = False                 # count block executions and transitions (llvm)
     # executions that make a block hot (0: no regions); DBTLAB_REGIONS sets the default so
     # that the whole test suite can run with regions off, at a threshold, or at 1
-    region_threshold: int = field(default_factory=lambda: _env_int("DBTLAB_REGIONS", 0))
+    region_threshold: int = field(
+        default_factory=lambda: _env_int("DBTLAB_REGIONS", DEFAULT_REGION_THRESHOLD))
     region_workers: int = field(default_factory=lambda: _env_int("DBTLAB_REGION_WORKERS", 1))
     region_opt: int = 2                   # LLVM pass and codegen level for regions
     cache: bool = True                    # persistent translation cache (object code)

@@ -142,6 +142,9 @@ class TranslationCache:
         first-tier block."""
         return self.blocks.get((pc, "region")) or self.blocks.get((pc, None))
 
+    def regions(self) -> list[RegionTB]:
+        return [tb for key, tb in self.blocks.items() if key[1] == "region"]
+
     def insert(self, tb: TB) -> None:
         self.blocks[tb.key] = tb
         for pn in tb.pages:

@@ -436,9 +436,19 @@ class LLVMAccel(Accelerator):
             n += len(tb.block.insns)
         return out
 
+    def _covered(self, pc: int) -> bool:
+        """Is ``pc`` a block of an installed or pending region? (An inner loop's head then
+        gets no region of its own: the one containing it already runs it, and a copy per
+        loop head of one loop nest would only keep the workers busy.)"""
+        for tbs in (job[1] for job in self._job_table.values()):
+            if any(tb.pc == pc for tb in tbs):
+                return True
+        return any(b.pc == pc for rtb in self.cache.regions() for b in rtb.blocks)
+
     def _on_hot(self, pc: int) -> None:
         entry = self.cache.get(pc)
-        if entry is None or self.cache.get(pc, "region") is not None or pc in self._jobs:
+        if entry is None or self.cache.get(pc, "region") is not None or pc in self._jobs \
+                or self._covered(pc):
             return
         tbs = self.form_region(entry)
         if tbs:

@@ -66,7 +66,7 @@ class FuzzConfig:
         """RunConfig settings per accelerator (recorded in reproducers)."""
         if self.llvm_regions:
             return {"llvm": {"region_threshold": self.llvm_regions, "region_workers": 0}}
-        return {}
+        return {"llvm": {"region_threshold": 0}}
 
     def check(self) -> None:
         bad = [a for a in self.accels if a not in ACCELS]
