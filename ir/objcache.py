@@ -23,6 +23,7 @@ import logging
 import os
 import struct
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"DBTLOBJ\x01"
 HEADER = struct.Struct("<8s32sQ")
 DEFAULT_MAX_BYTES = 512 << 20
+SIZE_FILE = "size"                  # the remembered total (see ObjectCache.size)
+SIZE_RESCAN_SECONDS = 3600
 
 
 def default_dir() -> Path:
@@ -105,6 +108,7 @@ class ObjectCache:
         return payload
 
     def put(self, key: str, obj: bytes) -> None:
+        self.size()                        # before this entry exists: counted once
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = HEADER.pack(MAGIC, hashlib.sha256(obj).digest(), len(obj)) + obj
@@ -121,10 +125,11 @@ class ObjectCache:
                 pass
             return
         self.stats.stores += 1
-        if self._size is not None:
-            self._size += len(data)
-        if self.size() > self.max_bytes:
+        self._size += len(data)
+        if self._size > self.max_bytes:
             self.evict()
+        else:
+            self._save_size()
 
     def entries(self) -> list[tuple[float, int, Path]]:
         out = []
@@ -140,9 +145,33 @@ class ObjectCache:
         return out
 
     def size(self) -> int:
+        """Bytes on disk. Scanning a large cache costs ~20 µs per entry, so the total is
+        remembered in a file of its own (``size``) and rescanned only when that is over
+        an hour old; processes sharing the cache update it without locking, so a race can
+        lose an update (the bound is a soft one, corrected at every rescan)."""
         if self._size is None:
-            self._size = sum(s for _, s, _ in self.entries())
+            try:
+                st = os.stat(self.dir / SIZE_FILE)
+                if time.time() - st.st_mtime < SIZE_RESCAN_SECONDS:
+                    self._size = int((self.dir / SIZE_FILE).read_text())
+            except (OSError, ValueError):
+                pass
+            if self._size is None:
+                self._size = sum(s for _, s, _ in self.entries())
+                self._save_size(touch=True)
         return self._size
+
+    def _save_size(self, touch: bool = False) -> None:
+        """Record the total (keeping the file's age unless ``touch``: only a scan makes it
+        young)."""
+        path = self.dir / SIZE_FILE
+        try:
+            old = None if touch else os.stat(path)
+            path.write_text(str(self._size))
+            if old is not None:
+                os.utime(path, (old.st_atime, old.st_mtime))
+        except OSError:
+            pass
 
     def evict(self, target: int | None = None) -> int:
         """Remove least recently used entries until the cache is below ``target`` bytes
@@ -161,6 +190,7 @@ class ObjectCache:
             except OSError:
                 pass
         self._size = total
+        self._save_size(touch=True)
         self.stats.evicted += removed
         return removed
 
@@ -173,6 +203,7 @@ class ObjectCache:
             except OSError:
                 pass
         self._size = 0
+        self._save_size(touch=True)
         return n
 
     def summary(self) -> dict:

@@ -88,3 +88,30 @@ def test_cli_cache_stats_and_clear(tmp_path):
     r = cli("cache", "clear", "--cache-dir", str(tmp_path))
     assert r.stdout.decode().startswith("removed ")
     assert ObjectCache(tmp_path).summary()["entries"] == 0
+
+
+def test_size_is_remembered_not_rescanned(tmp_path, monkeypatch):
+    """A new process reads the remembered total instead of statting every entry; a stale
+    record (over an hour old) is rescanned, and the bound still holds across processes."""
+    first = ObjectCache(tmp_path, max_bytes=1 << 20)
+    for i in range(10):
+        first.put(f"{i:064x}", bytes(1000))
+    total = sum(s for _, s, _ in first.entries())
+    second = ObjectCache(tmp_path, max_bytes=1 << 20)
+    scans = []
+    real = ObjectCache.entries
+
+    def counted(self):
+        scans.append(1)
+        return real(self)
+    monkeypatch.setattr(ObjectCache, "entries", counted)
+    assert second.size() == total and not scans
+    import time
+    old = time.time() - 7200
+    os.utime(tmp_path / "size", (old, old))
+    third = ObjectCache(tmp_path, max_bytes=1 << 20)
+    assert third.size() == total and scans == [1]
+    small = ObjectCache(tmp_path, max_bytes=8_000)
+    small.put("f" * 64, bytes(1000))
+    monkeypatch.undo()
+    assert sum(s for _, s, _ in small.entries()) <= 8_000
