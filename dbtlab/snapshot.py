@@ -30,6 +30,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from dbtlab.api import Result
 from dbtlab.runtime import vmstate as V
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
@@ -207,24 +208,11 @@ def run_saving(machine, store: SnapshotStore, save_at: Iterable[tuple[int, str |
 
 
 @dataclass
-class SavingResult:
-    """A finished run (like ``dbtlab.Result``) and the snapshots it saved."""
+class SavingResult(Result):
+    """A finished run (a ``dbtlab.Result``) and the snapshots it saved."""
 
-    stdout: bytes
-    stderr: bytes
-    status: int | None
-    signal: int | None
-    instret: int
-    wall: float
-    message: str = ""
-    stopped: bool = False
-    stats: dict = field(default_factory=dict)
     saved: list[str] = field(default_factory=list)
     snapshots: list[SnapshotInfo] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return self.stdout.decode(errors="replace")
 
     @property
     def exit_code(self) -> int:
@@ -270,7 +258,7 @@ def run(program: str, args: Iterable[str] = (), *, store: str | SnapshotStore,
                                     config=cfg, stdin=i, stdout=o, stderr=e),
             lambda m: run_saving(m, s, points, every, prefix=prefix), stdin)
     return SavingResult(out, err, res.status, res.signal, res.instret, res.wall, res.message,
-                        res.stopped, res.stats, [i.tag for i in infos], infos)
+                        res.stopped, res.stats, saved=[i.tag for i in infos], snapshots=infos)
 
 
 def resume(store: str | SnapshotStore | None, tag: str | None = None, *,
@@ -303,4 +291,4 @@ def resume(store: str | SnapshotStore | None, tag: str | None = None, *,
         lambda i, o, e: V.instantiate(snap, config=cfg, program=program, stdin=i, stdout=o,
                                       stderr=e), go, stdin)
     return SavingResult(out, err, res.status, res.signal, res.instret, res.wall, res.message,
-                        res.stopped, res.stats, [i.tag for i in infos], infos)
+                        res.stopped, res.stats, saved=[i.tag for i in infos], snapshots=infos)

@@ -48,7 +48,7 @@ CHECKPOINT_EVERY = 256           # back edges between a region's checkpoints at 
 PROF_MAX_BLOCKS = 1 << 20        # block ids per JIT engine generation
 PROF_EDGE_BITS = 16              # dynamic edge table: 2**16 {key, count} entries
 PROF_KIND_SHIFT = 24             # prof_last = block id | kind << 24 (ids < 2**20)
-PROF_INDIRECT, PROF_DISPATCH, PROF_EXIT = 1, 2, 3
+PROF_INDIRECT, PROF_DISPATCH, PROF_EXIT, PROF_CHAINED = 1, 2, 3, 4   # CHAINED: in a region
 
 
 class JITEnv:

@@ -639,6 +639,10 @@ class LLVMBuilder(Builder):
         if not self.marked:
             self.e(f"store i64 {lit(self.pc)}, ptr {self.ptr(OFF_PC)}")
             self.marked = True
+        return self._guest_ptr(addr)
+
+    def _guest_ptr(self, addr) -> str:
+        """``guest_base + addr``, clamped to the guest address space."""
         self.uses_memory = True
         p = self._v()
         if isinstance(addr, int):

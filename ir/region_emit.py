@@ -30,11 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dbtlab.ir.llvm_emit import (CC, EXIT_BUDGET, MASK64, OFF_ADDR_LIMIT, OFF_GUEST_BASE,
-                                 OFF_ICOUNT, OFF_LIMIT, OFF_PC, OFF_PROF_COUNTS, LLVMBuilder,
-                                 ModuleEmitter, Slot, lit, needs_interpreter)
-from dbtlab.ir.env import CHECKPOINT_EVERY, ULOG_SIZE
+                                 OFF_ICOUNT, OFF_LIMIT, OFF_PC, OFF_PROF_COUNTS, OFF_PROF_LAST,
+                                 LLVMBuilder, ModuleEmitter, Slot, lit, needs_interpreter)
+from dbtlab.ir.env import (CHECKPOINT_EVERY, H_PROF_EDGE, PROF_CHAINED, PROF_KIND_SHIFT,
+                           ULOG_SIZE)
 from dbtlab.ir.state import EXIT_INTERP_ONE, offset
-from dbtlab.runtime.memory import ADDR_LIMIT
 
 OFF_ULOG = offset("ulog")
 OFF_ULOG_N = offset("ulog_n")
@@ -91,6 +91,7 @@ class RegionBuilder(LLVMBuilder):
         self.written: set[tuple] = set()       # keys written anywhere in the region
         self.order: dict[int, int] = {}        # block pc -> emission index
         self.index = 0                         # index of the block being emitted
+        self.ids: dict[int, int] = {}          # block pc -> first-tier block id (profiles)
         self.uses_undo = False
 
     # ---- register storage ------------------------------------------------------------
@@ -137,16 +138,7 @@ class RegionBuilder(LLVMBuilder):
     def _host_ptr(self, addr, size: int = 1, write: bool = False) -> str:
         """The first tier's address computation, without the pc marker: a fault here is
         rolled back to the last checkpoint instead."""
-        self.uses_memory = True
-        p = self._v()
-        if isinstance(addr, int):
-            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {min(addr, ADDR_LIMIT)}")
-        else:
-            inb, c = self._v(), self._v()
-            self.e(f"{inb} = icmp ult i64 {addr}, %alim")
-            self.e(f"{c} = select i1 {inb}, i64 {addr}, i64 %alim")
-            self.e(f"{p} = getelementptr i8, ptr %gb, i64 {c}")
-        return p
+        return self._guest_ptr(addr)
 
     def _undo(self, p: str, addr, size: int) -> None:
         """Log (address, old contents) before a store; the log empties at checkpoints."""
@@ -241,6 +233,11 @@ class RegionBuilder(LLVMBuilder):
         if target in self.inside:
             if self.order[target] <= self.index:     # a back edge: checkpoint now and then
                 self.maybe_checkpoint(target)
+            dst = self.ids.get(target)
+            if self.mod.profile and self.code.id and dst:    # the transition, as a slot's
+                fn = self.helper_ptr(H_PROF_EDGE)
+                self.e(f"call void {fn}(ptr %st, i64 "
+                       f"{self.code.id | PROF_CHAINED << PROF_KIND_SHIFT}, i64 {dst})")
             self.e(f"br label %B{target:x}")
             return
         self.flush()
@@ -286,10 +283,21 @@ class RegionBuilder(LLVMBuilder):
         head.append("  store i64 0, ptr %aun")
         head.append("  %acp = alloca i64")
         head.append(f"  store i64 {CHECKPOINT_EVERY}, ptr %acp")
-        if self.uses_undo:                     # the entry is the first checkpoint
+        # the entry is the first checkpoint: a fault rolls back to here and replays from
+        # this pc (the state's pc may still hold a first-tier block's fault marker)
+        head.append(f"  store i64 {lit(self.code.entry)}, ptr {self.ptr(OFF_PC, head)}")
+        if self.uses_undo:
             head.append(f"  %ulog = load ptr, ptr {self.ptr(OFF_ULOG, head)}")
             head.append(f"  store i64 0, ptr {self.ptr(OFF_ULOG_N, head)}")
-            head.append(f"  store i64 {lit(self.code.entry)}, ptr {self.ptr(OFF_PC, head)}")
+        entry_id = self.ids.get(self.code.entry)
+        if self.mod.profile and entry_id:
+            # a transition pending from a dispatch or indirect jump lands on the entry
+            head.append(f"  %prl = load i64, ptr {self.ptr(OFF_PROF_LAST, head)}")
+            head += ["  %prhas = icmp ne i64 %prl, 0",
+                     "  br i1 %prhas, label %rprec, label %rpgo", "rprec:"]
+            fn = self.helper_ptr(H_PROF_EDGE, head)
+            head += [f"  call void {fn}(ptr %st, i64 %prl, i64 {entry_id})",
+                     "  br label %rpgo", "rpgo:"]
         head.append(f"  br label %B{self.code.entry:x}")
         tail = ["exit:",
                 "  %fn = phi ptr " + ", ".join(f"[ {f}, %{lab} ]" for f, lab in self.phi),
@@ -327,6 +335,7 @@ def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock],
     b = RegionBuilder(mod, name, {blk.pc for blk in blocks})
     b.code = code
     b.order = {blk.pc: i for i, blk in enumerate(blocks)}
+    b.ids = {blk.pc: i for blk, i in zip(blocks, block_ids or ())}
     for idx, blk in enumerate(blocks):
         b.index = idx
         b.begin_block(idx, blk, block_ids[idx] if block_ids else 0)

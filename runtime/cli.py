@@ -190,6 +190,11 @@ def cmd_run(a: argparse.Namespace) -> int:
             from dbtlab.runtime.profile import write_profile
             write_profile(m.profile(res), a.profile)
         m.close()
+    return _exit_status(res)
+
+
+def _exit_status(res) -> int:
+    """What ``dbtlab run`` exits with: the guest's status, or its signal's death."""
     if res.stopped:
         print(f"dbtlab: {res.message}", file=sys.stderr)
         return EXIT_STOPPED
@@ -374,13 +379,7 @@ def cmd_run_snapshots(a: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
-    if res.stopped:
-        print(f"dbtlab: {res.message}", file=sys.stderr)
-        return EXIT_STOPPED
-    if res.signal is not None:
-        print(f"dbtlab: {res.message}", file=sys.stderr)
-        _die_by_signal(res.signal)
-    return res.status
+    return _exit_status(res)
 
 
 def add_snapshot_parser(sub) -> None:

@@ -42,7 +42,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from dbtlab.ir.env import (MAX_SLOTS, PROF_DISPATCH, PROF_EDGE_BITS, PROF_EXIT, PROF_INDIRECT,
+from dbtlab.ir.env import (MAX_SLOTS, PROF_CHAINED, PROF_DISPATCH, PROF_EDGE_BITS, PROF_EXIT, PROF_INDIRECT,
                            PROF_KIND_SHIFT, PROF_MAX_BLOCKS)
 
 if TYPE_CHECKING:
@@ -50,7 +50,9 @@ if TYPE_CHECKING:
 
 FORMAT = "dbtlab-profile"
 VERSION = 1
-KIND_NAMES = {PROF_INDIRECT: "indirect", PROF_DISPATCH: "dispatch", PROF_EXIT: "exit"}
+# a region's branches between its blocks are direct transitions: "chained", as slots are
+KIND_NAMES = {PROF_INDIRECT: "indirect", PROF_DISPATCH: "dispatch", PROF_EXIT: "exit",
+              PROF_CHAINED: "chained"}
 
 
 class ProfileRecorder:

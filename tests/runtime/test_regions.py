@@ -113,3 +113,31 @@ def test_second_run_loads_regions_and_blocks_from_the_persistent_cache(tmp_path)
     assert warm["regions"] == cold["regions"]
     assert warm["region_cache_hits"] == warm["regions"]
     assert warm["cache_hits"] == warm["modules"] == cold["modules"]
+
+
+def test_faulting_load_in_a_storeless_region_replays_from_its_entry():
+    """A region without stores still records its entry as the checkpoint pc: entered from
+    a first-tier block whose fault marker left another pc in the state, a rollback must
+    replay from the region's entry (found at threshold 1: x10 came out 1, not 3)."""
+    from dbtlab.runtime.bare import DATA_BASE, DATA_SIZE
+    end = DATA_BASE + DATA_SIZE
+    code = [encode("addi", rd=10, rs1=10, imm=1),             # loop: x10 += 1
+            encode("ld", rd=7, rs1=8, imm=0),                 # faults at the window's end
+            encode("addi", rd=8, rs1=8, imm=0x7F8),
+            encode("addi", rd=8, rs1=8, imm=8),
+            encode("bne", rs1=8, rs2=0, imm=-16),
+            encode("ecall")]
+    out = {}
+    for th in (0, 1):
+        m = BareMachine(code, accel="llvm", config=RunConfig(region_threshold=th,
+                                                              region_workers=0))
+        try:
+            m.cpu.x[8] = end - 0x1000
+            ex = m.run()
+            out[th] = (ex.name, ex.fault_addr, ex.executed, m.cpu.pc, list(m.cpu.x))
+            if th:
+                assert m.accel.stats.region_rollbacks >= 1
+        finally:
+            m.close()
+    assert out[1] == out[0]
+    assert out[0][:3] == ("fault", end, 11) and out[0][4][10] == 3
