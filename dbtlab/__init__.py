@@ -6,7 +6,17 @@ lowerings, JIT), ``dbtlab.runtime`` (ELF loader, memory, syscalls, accelerators,
 ``dbtlab.analysis`` (profiles, graphs, plots).
 """
 
+from pathlib import Path as _Path
+
 __version__ = "0.1.0"
+
+# In a checkout this folder shadows the installed package whenever the repository root is
+# first on sys.path (``python -m pytest`` run there), and the subpackages are not inside it
+# but beside it: let imports of ``dbtlab.ir`` and the rest find the root's folders.
+_root = _Path(__file__).resolve().parent.parent
+if (_root / "pyproject.toml").is_file() and (_root / "ir" / "__init__.py").is_file():
+    __path__.append(str(_root))  # noqa: F821 (a package's __path__)
+del _root, _Path
 
 __all__ = ["run", "Result", "Machine", "RunConfig", "StartConfig", "analysis", "__version__"]
 
