@@ -7,9 +7,10 @@ accelerators and its peers, measured in the same run.
 
 Engines:
 
-* ``llvm``       dbtlab, first tier only, a cold translation cache (empty for every run);
+* ``llvm``       dbtlab as users run it: a cold translation cache (empty for every run),
+  hot loops optimised as regions in a worker process (the default second tier);
 * ``llvm-warm``  the same with a warm cache (filled by a discarded first run);
-* ``llvm-tier2`` cold cache, hot loops optimised as regions in a worker process;
+* ``llvm-t1``    cold cache, first tier only (``--regions 0``);
 * ``unicorn``, ``interp``  dbtlab's other accelerators;
 * ``qemu``       Debian's qemu-riscv64, when installed;
 * ``native``     the same C source built for the host with gcc -O2.
@@ -42,10 +43,9 @@ GUESTS = ROOT / "guests"
 NATIVE_DIR = ROOT / "benchmarks" / "native"
 DEFAULT_PROGRAMS = ["sha256", "qsort", "matmul", "nbody", "crc32", "strings", "alloc",
                     "atomics", "setjmp", "fileio"]
-DBTLAB_ENGINES = {"llvm": ["--accel", "llvm", "--regions", "0"],
-                  "llvm-warm": ["--accel", "llvm", "--regions", "0"],
-                  "llvm-tier2": ["--accel", "llvm", "--regions", "2000",
-                                 "--region-workers", "1"],
+DBTLAB_ENGINES = {"llvm": ["--accel", "llvm"],
+                  "llvm-warm": ["--accel", "llvm"],
+                  "llvm-t1": ["--accel", "llvm", "--regions", "0"],
                   "unicorn": ["--accel", "unicorn"], "interp": ["--accel", "interp"]}
 
 
@@ -137,7 +137,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--programs", default=",".join(DEFAULT_PROGRAMS))
-    ap.add_argument("--engines", default="llvm,llvm-warm,llvm-tier2,qemu,unicorn,native")
+    ap.add_argument("--engines", default="llvm,llvm-warm,llvm-t1,qemu,unicorn,native")
     ap.add_argument("--steady", action="store_true",
                     help="also measure at half size: steady-state time per unit of work")
     ap.add_argument("--json", metavar="FILE", help="write all measurements as JSON")
@@ -157,6 +157,9 @@ def main() -> int:
     # dbtlab runs as installed: with its bytecode cached (some sandboxes set this, which
     # makes every run recompile ~50 modules: ~0.1 s each time)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    for k in ("DBTLAB_REGIONS", "DBTLAB_REGION_WORKERS", "DBTLAB_DEBUG", "DBTLAB_OPT",
+              "DBTLAB_ACCEL"):
+        env.pop(k, None)                 # the engines above say the configuration
     for name in a.programs.split(","):
         prog = progs[name]
         tmp = tempfile.mkdtemp(prefix="dbtlab-bench-")
@@ -195,7 +198,7 @@ def main() -> int:
                   flush=True)
         shutil.rmtree(tmp, ignore_errors=True)
         e = entry["engines"]
-        for mine in ("llvm", "llvm-warm", "llvm-tier2"):
+        for mine in ("llvm", "llvm-warm", "llvm-t1"):
             for peer in ("qemu", "unicorn", "native"):
                 if mine in e and peer in e:
                     entry[f"{mine}/{peer}"] = e[mine]["median"] / e[peer]["median"]
@@ -211,9 +214,10 @@ def main() -> int:
             summary[k] = geomean(list(rs.values()))
             print(f"  {k:24s} geomean {summary[k]:6.2f}   " +
                   "  ".join(f"{n} {v:.2f}" for n, v in rs.items()))
-    us = [p["engines"]["llvm"]["stats"].get("median_us_per_block")
+    first = "llvm-t1" if "llvm-t1" in engines else "llvm"
+    us = [p["engines"][first]["stats"].get("median_us_per_block")
           for p in results["programs"].values()
-          if "llvm" in p["engines"] and p["engines"]["llvm"]["stats"]]
+          if first in p["engines"] and p["engines"][first]["stats"]]
     us = [u for u in us if u]
     if us:
         summary["median_us_per_block"] = statistics.median(us)
