@@ -98,10 +98,11 @@ def scaled(args: list[str], factor: float) -> list[str]:
     return out
 
 
-def run_once(cmd: list[str], env: dict) -> tuple[float, bytes, int]:
+def run_once(cmd: list[str], env: dict) -> tuple[float, bytes, int, str]:
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, env=env)
-    return time.perf_counter() - t0, r.stdout, r.returncode
+    err = r.stderr.decode(errors="replace").strip().splitlines()
+    return time.perf_counter() - t0, r.stdout, r.returncode, err[-1] if err else ""
 
 
 def geomean(xs: list[float]) -> float:
@@ -118,19 +119,20 @@ def measure(engine: str, prog: dict, args: list[str], reps: int, env: dict, tmp:
         return None
     if engine == "llvm-warm":
         run_once(cmd, env)                       # fills the cache
-    times, outs, rcs, stats = [], [], [], None
+    times, outs, rcs, errs, stats = [], [], [], [], None
     for _ in range(reps):
         if engine != "llvm-warm":
             shutil.rmtree(cache, ignore_errors=True)     # cold: an empty cache every run
-        t, out, rc = run_once(cmd, env)
+        t, out, rc, err = run_once(cmd, env)
         times.append(t)
+        errs.append(err)
         outs.append(out)
         rcs.append(rc)
         if os.path.exists(stats_file):
             with open(stats_file) as f:
                 stats = json.load(f)
     return {"times": times, "median": statistics.median(times), "outputs": outs,
-            "returncodes": rcs, "stats": stats}
+            "returncodes": rcs, "stderr_tails": errs, "stats": stats}
 
 
 def main() -> int:
@@ -173,9 +175,9 @@ def main() -> int:
             if m is None:
                 print(f"  {eng:10s} unavailable")
                 continue
-            if reference is None:
-                reference = m["outputs"][0]
             want_rc = prog["exit_status"] or 0
+            if reference is None and m["returncodes"][0] == want_rc:
+                reference = m["outputs"][0]      # the first engine that ran to completion
             ok = all(o == reference for o in m["outputs"]) and \
                 all(rc == want_rc for rc in m["returncodes"])
             row = {"times": m["times"], "median": m["median"], "output_ok": ok,
@@ -196,6 +198,10 @@ def main() -> int:
             entry["engines"][eng] = row
             print(f"  {eng:10s} {m['median']:7.3f} s{'' if ok else '  OUTPUT DIFFERS'}{extra}",
                   flush=True)
+            for rc, err in zip(m["returncodes"], m["stderr_tails"]):
+                if rc != want_rc:
+                    print(f"    exit status {rc} (want {want_rc}): {err}")
+                    break
         shutil.rmtree(tmp, ignore_errors=True)
         e = entry["engines"]
         for mine in ("llvm", "llvm-warm", "llvm-t1"):
