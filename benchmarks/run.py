@@ -18,9 +18,12 @@ Engines:
 dbtlab runs as a user runs it (a new process from start to exit). Every run's stdout is
 checked against the first engine's. ``--steady`` also runs every engine at half the size and
 reports the steady-state time per unit of work (the difference between the two sizes), which
-takes start-up and translation out. Reports medians, ratios to qemu, unicorn and native with
+takes start-up and translation out, as guest MIPS (the guest instructions of the second half
+of the work over its time; peers without an instruction count are quoted in the guest
+instructions the same work takes). Reports medians, ratios to qemu, unicorn and native with
 geometric means, and the llvm accelerator's translation statistics (blocks, guest
-instructions, µs per block, exits to Python per second by reason). Machines are shared and
+instructions, µs per block, exits to Python per second, compile time per tier, regions
+formed). Machines are shared and
 noisy: quote medians and ratios, not absolute times.
 """
 
@@ -170,6 +173,7 @@ def main() -> int:
         print(f"{name} {' '.join(args)}", flush=True)
         entry = {"args": args, "engines": {}}
         reference = None
+        steady_insns = 0         # guest instructions in the second half of the work
         for eng in engines:
             m = measure(eng, prog, args, a.reps, env, tmp)
             if m is None:
@@ -189,12 +193,21 @@ def main() -> int:
                 extra = (f"  {st['blocks']} blocks, {st.get('median_us_per_block', 0):.0f} "
                          f"us/block, {sum(exits.values()) / m['median']:.0f} exits/s, "
                          f"{st.get('cache_hits', 0)} cached modules, "
-                         f"{st.get('regions', 0)} regions")
+                         f"{st.get('regions', 0)} regions; compiling "
+                         f"{st.get('emit_seconds', 0) + st.get('compile_seconds', 0):.2f} s "
+                         f"first tier, {st.get('region_seconds', 0):.2f} s regions")
             if a.steady:
                 half = measure(eng, prog, scaled(args, 0.5), a.reps, env, tmp)
                 row["half_median"] = half["median"]
                 row["steady"] = m["median"] - half["median"]
                 extra += f"  steady {row['steady']:.3f} s"
+                if (half["stats"] or {}).get("instret") and st.get("instret"):
+                    insns = st["instret"] - half["stats"]["instret"]
+                    steady_insns = steady_insns or insns
+                    if row["steady"] > 0:
+                        extra += f" ({insns / row['steady'] / 1e6:.0f} MIPS)"
+                elif steady_insns and row["steady"] > 0:
+                    extra += f" ({steady_insns / row['steady'] / 1e6:.0f} guest-equiv. MIPS)"
             entry["engines"][eng] = row
             print(f"  {eng:10s} {m['median']:7.3f} s{'' if ok else '  OUTPUT DIFFERS'}{extra}",
                   flush=True)
@@ -203,6 +216,8 @@ def main() -> int:
                     print(f"    exit status {rc} (want {want_rc}): {err}")
                     break
         shutil.rmtree(tmp, ignore_errors=True)
+        if steady_insns:
+            entry["steady_insns"] = steady_insns
         e = entry["engines"]
         for mine in ("llvm", "llvm-warm", "llvm-t1"):
             for peer in ("qemu", "unicorn", "native"):
