@@ -136,6 +136,21 @@ class JSONStreamer:
         self.skip = resync
         out.append(ParseError(f"JSON parse error, {desc}"))
 
+    def _copy_to(self, stop, data: bytes, i: int, out: list) -> tuple[int, int | None]:
+        """Copy input from i up to and including the next byte the pattern ``stop``
+        finds; returns the next index and that byte — None when the input ran out, or
+        when it was a stray 0xFF, which discards the partial message."""
+        m = stop.search(data, i)
+        if m is None:
+            self.buf += data[i:]
+            return len(data), None
+        j = m.start()
+        if data[j] == 0xFF:
+            self._fail(out, "stray byte 0xff: partial input discarded", resync=False)
+            return j + 1, None
+        self.buf += data[i:j + 1]
+        return j + 1, data[j]
+
     def feed(self, data: bytes) -> list:
         out: list = []
         i, n = 0, len(data)
@@ -154,26 +169,13 @@ class JSONStreamer:
                 i += 1
                 continue
             if self.in_str:
-                m = _INSIDE.search(data, i)
-                if m is None:
-                    self.buf += data[i:]
-                    i = n
-                else:
-                    j = m.start()
-                    c = data[j]
-                    if c == 0xFF:
-                        self._fail(out, "stray byte 0xff: partial input discarded",
-                                   resync=False)
-                        i = j + 1
-                        continue
-                    self.buf += data[i:j + 1]
-                    i = j + 1
-                    if c == 0x5C:                  # backslash
-                        self.esc = True
-                    else:
-                        self.in_str = False
-                        if not self.stack:         # a top-level string is complete
-                            self._finish(out)
+                i, c = self._copy_to(_INSIDE, data, i, out)
+                if c == 0x5C:                      # backslash
+                    self.esc = True
+                elif c is not None:                # the closing quote
+                    self.in_str = False
+                    if not self.stack:             # a top-level string is complete
+                        self._finish(out)
             elif self.bare:
                 m = _BARE_END.search(data, i)
                 if m is None:
@@ -184,36 +186,25 @@ class JSONStreamer:
                     i = m.start()
                     self._finish(out)
             elif self.stack:
-                m = _OUTSIDE.search(data, i)
-                if m is None:
-                    self.buf += data[i:]
-                    i = n
-                else:
-                    j = m.start()
-                    c = data[j]
-                    if c == 0xFF:
-                        self._fail(out, "stray byte 0xff: partial input discarded",
-                                   resync=False)
-                        i = j + 1
+                i, c = self._copy_to(_OUTSIDE, data, i, out)
+                if c is None:                      # input ran out, or a stray 0xFF
+                    pass
+                elif c == 0x22:
+                    self.in_str = True
+                elif c in b"{[":
+                    self.stack.append(c)
+                    if len(self.stack) > MAX_DEPTH:
+                        self._fail(out, f"nesting deeper than {MAX_DEPTH}")
                         continue
-                    self.buf += data[i:j + 1]
-                    i = j + 1
-                    if c == 0x22:
-                        self.in_str = True
-                    elif c in b"{[":
-                        self.stack.append(c)
-                        if len(self.stack) > MAX_DEPTH:
-                            self._fail(out, f"nesting deeper than {MAX_DEPTH}")
-                            continue
-                    else:
-                        want = 0x7D if self.stack[-1] == 0x7B else 0x5D
-                        if c != want:
-                            self._fail(out, f"unexpected '{chr(c)}' (expected "
-                                            f"'{chr(want)}')")
-                            continue
-                        self.stack.pop()
-                        if not self.stack:
-                            self._finish(out)
+                else:                              # a closing bracket
+                    want = 0x7D if self.stack[-1] == 0x7B else 0x5D
+                    if c != want:
+                        self._fail(out, f"unexpected '{chr(c)}' (expected "
+                                        f"'{chr(want)}')")
+                        continue
+                    self.stack.pop()
+                    if not self.stack:
+                        self._finish(out)
             else:                                  # between messages
                 c = data[i]
                 if c in _WS:
