@@ -163,16 +163,25 @@ def _check_dir(d: FileDesc) -> None:
         raise SyscallError(E.EISDIR)
 
 
+def _buffer_span(proc: Process, buf: int, count: int, *, writable: bool) -> int:
+    """How many bytes of a guest buffer a read or write transfers, as Linux does: at most
+    MAX_RW_COUNT, and only the accessible prefix; EFAULT when none of it is."""
+    n = min(count, MAX_RW_COUNT)
+    if n == 0:
+        return 0
+    n = (writable_prefix if writable else readable_prefix)(proc.mem, buf, n)
+    if n == 0:
+        raise SyscallError(E.EFAULT)
+    return n
+
+
 @syscall(63, "read", ("fd", "ptr", "size"))
 def sys_read(proc: Process, fd: int, buf: int, count: int) -> int:
     d = proc.get_fd(fd)
     _check_dir(d)
-    n = min(count, MAX_RW_COUNT)
+    n = _buffer_span(proc, buf, count, writable=True)
     if n == 0:
         return 0
-    n = writable_prefix(proc.mem, buf, n)
-    if n == 0:
-        raise SyscallError(E.EFAULT)
     data = _read(proc, d, n)
     proc.mem.write(buf, data)
     return len(data)
@@ -181,12 +190,9 @@ def sys_read(proc: Process, fd: int, buf: int, count: int) -> int:
 @syscall(64, "write", ("fd", "ptr", "size"))
 def sys_write(proc: Process, fd: int, buf: int, count: int) -> int:
     d = proc.get_fd(fd)
-    n = min(count, MAX_RW_COUNT)
+    n = _buffer_span(proc, buf, count, writable=False)
     if n == 0:
         return 0
-    n = readable_prefix(proc.mem, buf, n)
-    if n == 0:
-        raise SyscallError(E.EFAULT)
     return _write(proc, d, proc.mem.read(buf, n))
 
 
@@ -259,12 +265,9 @@ def sys_pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> in
     _check_dir(d)
     if offset < 0:
         raise SyscallError(E.EINVAL)
-    n = min(count, MAX_RW_COUNT)
+    n = _buffer_span(proc, buf, count, writable=True)
     if n == 0:
         return 0
-    n = writable_prefix(proc.mem, buf, n)
-    if n == 0:
-        raise SyscallError(E.EFAULT)
     if d.data is not None:
         data = d.data[offset:offset + n]
     else:
@@ -278,12 +281,9 @@ def sys_pwrite64(proc: Process, fd: int, buf: int, count: int, offset: int) -> i
     d, hfd = host_fd_of(proc, fd)
     if offset < 0:
         raise SyscallError(E.EINVAL)
-    n = min(count, MAX_RW_COUNT)
+    n = _buffer_span(proc, buf, count, writable=False)
     if n == 0:
         return 0
-    n = readable_prefix(proc.mem, buf, n)
-    if n == 0:
-        raise SyscallError(E.EFAULT)
     return os.pwrite(hfd, proc.mem.read(buf, n), offset)
 
 
