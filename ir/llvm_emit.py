@@ -750,28 +750,37 @@ class LLVMBuilder(Builder):
         self.e(f"br label %{self.exit_label(self.k, EXIT_FAULT)}")
 
     # ---- control ---------------------------------------------------------------------
-    def jump(self, target):
+    # control transfers end the block; the second tier changes only these three steps
+    def _end_block(self) -> None:
         self.commit()
         self.flush()
         self.terminated = True
+
+    def goto(self, target: int) -> None:
+        """Continue at a known guest pc: here, through a chain slot."""
+        self.direct_exit(target)
+
+    def goto_computed(self, target: str) -> None:
+        self.indirect_exit(target)
+
+    def jump(self, target):
+        self._end_block()
         if isinstance(target, int):
-            self.direct_exit(target)
+            self.goto(target)
         else:
-            self.indirect_exit(target)
+            self.goto_computed(target)
 
     def branch(self, cond, target):
-        self.commit()
-        self.flush()
-        self.terminated = True
+        self._end_block()
         if isinstance(cond, bool):
-            self.direct_exit(target if cond else self.next_pc)
+            self.goto(target if cond else self.next_pc)
             return
         lt, lf = self._label(), self._label()
         self.e(f"br i1 {cond}, label %{lt}, label %{lf}")
         self.put_label(lt)
-        self.direct_exit(target)
+        self.goto(target)
         self.put_label(lf)
-        self.direct_exit(self.next_pc)
+        self.goto(self.next_pc)
 
     def trap(self, kind):
         self.terminated = True

@@ -226,7 +226,7 @@ class RegionBuilder(LLVMBuilder):
             self.e(f"{c1} = add i64 {c}, 1")
             self.e(f"store i64 {c1}, ptr {q}")
 
-    def edge(self, target: int) -> None:
+    def goto(self, target: int) -> None:
         """Go to a guest pc: a branch inside the region (registers stay in the allocas),
         or out of it through a chain slot after the registers reach the state."""
         target &= MASK64
@@ -241,29 +241,15 @@ class RegionBuilder(LLVMBuilder):
             self.e(f"br label %B{target:x}")
             return
         self.flush()
-        super().direct_exit(target)
+        self.direct_exit(target)
 
-    def jump(self, target):
-        self.commit()
+    def _end_block(self) -> None:
+        self.commit()                  # registers stay in the allocas: exits flush them
         self.terminated = True
-        if isinstance(target, int):
-            self.edge(target)
-        else:
-            self.flush()
-            self.indirect_exit(target)
 
-    def branch(self, cond, target):
-        self.commit()
-        self.terminated = True
-        if isinstance(cond, bool):
-            self.edge(target if cond else self.next_pc)
-            return
-        lt, lf = self._label(), self._label()
-        self.e(f"br i1 {cond}, label %{lt}, label %{lf}")
-        self.put_label(lt)
-        self.edge(target)
-        self.put_label(lf)
-        self.edge(self.next_pc)
+    def goto_computed(self, target: str) -> None:
+        self.flush()
+        self.indirect_exit(target)
 
     def finish_region(self) -> str:
         keys = sorted(self.allocas)
@@ -344,7 +330,7 @@ def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock],
             if b.terminated:
                 break
         if not b.terminated:
-            b.edge(blk.end)
+            b.goto(blk.end)
     mod.functions.append(b.finish_region())
     return code
 
