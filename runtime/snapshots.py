@@ -30,6 +30,7 @@ Schema (version 1)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -193,6 +194,24 @@ class SnapshotStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers queue on the file lock):
+        committed when the block ends, rolled back when it raises; a database error says
+        ``what`` failed."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"snapshot store {self.path}: {what}: {e}") from None
+
     def _q(self, sql: str, args=()) -> sqlite3.Cursor:
         try:
             return self.db.execute(sql, args)
@@ -249,61 +268,51 @@ class SnapshotStore:
         sections = {name: (d.version, d.encode(getattr(snap, name)))
                     for name, d in V.FULL_SECTIONS.items()}
         memory_map = V.encode_regions(snap.memory.regions)
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                old = db.execute("SELECT id FROM snapshots WHERE tag = ?", (tag,)).fetchone()
-                if old is not None:
-                    if not replace:
-                        raise StoreError(f"snapshot '{tag}' already exists in {self.path}")
-                    self._delete_rows(old[0])
-                # which contents are there already
-                known: dict[bytes, tuple[int, int]] = {}
-                distinct = list(set(hashes.values()))
-                for i in range(0, len(distinct), _BATCH):
-                    chunk = distinct[i:i + _BATCH]
-                    q = ("SELECT hash, id, length(data) FROM pages WHERE hash IN ("
-                         + ",".join("?" * len(chunk)) + ")")
-                    for h, pid, n in db.execute(q, chunk):
-                        known[h] = (pid, n)
-                new_pages = new_bytes = 0
-                total = len(hashes)
-                refs = []
-                for done, (pn, h) in enumerate(sorted(hashes.items()), 1):
-                    if h not in known:
-                        data = snap.compressed.get(pn) or V.compress_page(snap.memory.pages[pn])
-                        cur = db.execute("INSERT INTO pages(hash, data) VALUES (?, ?)",
-                                         (h, data))
-                        known[h] = (cur.lastrowid, len(data))
-                        new_pages += 1
-                        new_bytes += len(data)
-                    refs.append((pn, known[h][0]))
-                    if progress is not None:
-                        progress(done, total)
-                size = V.stream_size(snap, {pn: known[h][1] for pn, h in hashes.items()})
-                p = snap.program
-                cur = db.execute(
-                    "INSERT INTO snapshots(tag, created, instret, program_path, program_sha256,"
-                    " dbtlab_version, accel, format_version, size, pages, new_pages, new_bytes,"
-                    " memory_map) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (tag, p["created"], snap.instret, p["path"], p["sha256"].hex(),
-                     p["dbtlab_version"], p["accel"], V.FORMAT_VERSION, size, len(hashes),
-                     new_pages, new_bytes, memory_map))
-                sid = cur.lastrowid
-                db.executemany("INSERT INTO sections VALUES (?, ?, ?, ?)",
-                               [(sid, n, v, pl) for n, (v, pl) in sections.items()])
-                db.executemany("INSERT INTO snapshot_pages VALUES (?, ?, ?)",
-                               [(sid, pn, pid) for pn, pid in refs])
-                if old is not None:
-                    self._gc()
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"snapshot store {self.path}: cannot save '{tag}': {e}") from None
+        with self._write(f"cannot save '{tag}'") as db:
+            old = db.execute("SELECT id FROM snapshots WHERE tag = ?", (tag,)).fetchone()
+            if old is not None:
+                if not replace:
+                    raise StoreError(f"snapshot '{tag}' already exists in {self.path}")
+                self._delete_rows(old[0])
+            # which contents are there already
+            known: dict[bytes, tuple[int, int]] = {}
+            distinct = list(set(hashes.values()))
+            for i in range(0, len(distinct), _BATCH):
+                chunk = distinct[i:i + _BATCH]
+                q = ("SELECT hash, id, length(data) FROM pages WHERE hash IN ("
+                     + ",".join("?" * len(chunk)) + ")")
+                for h, pid, n in db.execute(q, chunk):
+                    known[h] = (pid, n)
+            new_pages = new_bytes = 0
+            total = len(hashes)
+            refs = []
+            for done, (pn, h) in enumerate(sorted(hashes.items()), 1):
+                if h not in known:
+                    data = snap.compressed.get(pn) or V.compress_page(snap.memory.pages[pn])
+                    cur = db.execute("INSERT INTO pages(hash, data) VALUES (?, ?)",
+                                     (h, data))
+                    known[h] = (cur.lastrowid, len(data))
+                    new_pages += 1
+                    new_bytes += len(data)
+                refs.append((pn, known[h][0]))
+                if progress is not None:
+                    progress(done, total)
+            size = V.stream_size(snap, {pn: known[h][1] for pn, h in hashes.items()})
+            p = snap.program
+            cur = db.execute(
+                "INSERT INTO snapshots(tag, created, instret, program_path, program_sha256,"
+                " dbtlab_version, accel, format_version, size, pages, new_pages, new_bytes,"
+                " memory_map) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (tag, p["created"], snap.instret, p["path"], p["sha256"].hex(),
+                 p["dbtlab_version"], p["accel"], V.FORMAT_VERSION, size, len(hashes),
+                 new_pages, new_bytes, memory_map))
+            sid = cur.lastrowid
+            db.executemany("INSERT INTO sections VALUES (?, ?, ?, ?)",
+                           [(sid, n, v, pl) for n, (v, pl) in sections.items()])
+            db.executemany("INSERT INTO snapshot_pages VALUES (?, ?, ?)",
+                           [(sid, pn, pid) for pn, pid in refs])
+            if old is not None:
+                self._gc()
         info = self.info(tag)
         log.info("saved snapshot %s in %.3f s (%d new pages, %d bytes)", info,
                  time.perf_counter() - t0, new_pages, new_bytes)
@@ -371,32 +380,19 @@ class SnapshotStore:
     def delete(self, tag: str) -> int:
         """Delete a snapshot and every page no other snapshot uses; returns the number of
         pages freed."""
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute("SELECT id FROM snapshots WHERE tag = ?", (tag,)).fetchone()
-                if row is None:
-                    db.execute("ROLLBACK")
-                    raise self._no_such(tag)
-                self._delete_rows(row[0])
-                freed = self._gc()
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"snapshot store {self.path}: cannot delete '{tag}': {e}") from None
+        with self._write(f"cannot delete '{tag}'") as db:
+            row = db.execute("SELECT id FROM snapshots WHERE tag = ?", (tag,)).fetchone()
+            if row is None:
+                raise self._no_such(tag)
+            self._delete_rows(row[0])
+            freed = self._gc()
         log.info("deleted snapshot %s (%d pages freed)", tag, freed)
         return freed
 
     def gc(self) -> int:
         """Remove pages no snapshot references (saves and deletes already do this)."""
-        self._q("BEGIN IMMEDIATE")
-        freed = self._gc()
-        self._q("COMMIT")
-        return freed
+        with self._write("cannot collect unreferenced pages"):
+            return self._gc()
 
     def vacuum(self) -> None:
         """Give the space of deleted pages back to the file system."""
