@@ -713,8 +713,8 @@ def peek_program(head: bytes) -> dict | None | bool:
     if len(head) < start + plen:
         return None if plen <= 1 << 20 else False
     try:
-        return V.VMSTATE_PROGRAM.decode(bytes(head[start:start + plen]), version)
-    except Exception:
+        return V.decode_section("program", bytes(head[start:start + plen]), version)
+    except V.SnapshotError:                     # not a program section we can read
         return False
 
 

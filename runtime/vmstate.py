@@ -1271,6 +1271,15 @@ def read_stream(f: VMFile, *, expect_end: bool = True) -> VMSnapshot:
         raise StreamError(f"corrupt snapshot stream: {e}") from None
 
 
+
+def decode_section(name: str, payload: bytes, version: int) -> dict:
+    """A full section's state from its payload; StreamError (or VersionError) when the
+    payload cannot be read."""
+    try:
+        return FULL_SECTIONS[name].decode(payload, version)
+    except _Malformed as e:
+        raise StreamError(f"corrupt snapshot stream: section '{name}': {e}") from None
+
 def _read_stream(f: VMFile, expect_end: bool) -> VMSnapshot:
     magic = f.get_buffer(len(MAGIC))
     if f.error is not None and not magic:
@@ -1378,7 +1387,7 @@ def _read_stream(f: VMFile, expect_end: bool) -> VMSnapshot:
             sections[sid] = (name, instance_id, version)
         try:
             if name in FULL_SECTIONS:
-                full[name] = (version, FULL_SECTIONS[name].decode(payload, version))
+                full[name] = (version, decode_section(name, payload, version))
             else:
                 if ram.done:
                     raise _Malformed("data after the END section")

@@ -383,11 +383,7 @@ class LLVMAccel(Accelerator):
         return new_id
 
     def _dump_in_asm(self, tb: TB) -> None:
-        try:
-            from dbtlab.translator.disasm import disasm
-        except ImportError:        # pragma: no cover - the disassembler is optional here
-            def disasm(insn, pc, symbols=None):
-                return insn.mnemonic
+        from dbtlab.translator.disasm import disasm
         out = [f"IN: {self.machine.where_symbol(tb.pc)}"]
         for pc, insn in tb.block.insns:
             out.append(f"0x{pc:016x}:  {insn.hex():<8}  {disasm(insn, pc)}")

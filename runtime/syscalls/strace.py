@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import struct
 
+from dbtlab.runtime.memory import GuestFault
 from dbtlab.runtime.process import Process, signal_name
 from dbtlab.runtime.syscalls.common import AT_FDCWD, Syscall
 from dbtlab.runtime.syscalls.fs import FCNTL_NAMES, OFLAG_NAMES
@@ -84,7 +85,7 @@ def format_arg(proc: Process, kind: str, v: int) -> str:
             return "NULL"
         try:
             sec, nsec = struct.unpack("<qq", proc.mem.read(v, 16))
-        except Exception:
+        except GuestFault:
             return f"{v:#x}"
         return f"{{tv_sec = {sec},tv_nsec = {nsec}}}"
     if kind == "str":
@@ -92,7 +93,7 @@ def format_arg(proc: Process, kind: str, v: int) -> str:
             return "NULL"
         try:
             return quote(proc.mem.read_cstring(v, STRING_LIMIT + 1))
-        except Exception:
+        except GuestFault:
             return f"{v:#x}"
     if kind in ("hex", "hex32"):
         return f"{v:#x}"

@@ -4,6 +4,7 @@ reproducible and identical across accelerators."""
 
 from __future__ import annotations
 
+from dbtlab.runtime.memory import GuestFault
 from dbtlab.runtime.process import Process, SyscallError
 from dbtlab.runtime.syscalls.common import (E, read_struct, syscall, timespec_ns,
                                             write_struct, write_timespec)
@@ -22,7 +23,7 @@ def _fmt_timespec_out(proc: Process, args: tuple, ret: int) -> str:
         return ""
     try:
         sec, nsec = read_struct(proc, args[1], "<qq")
-    except Exception:
+    except GuestFault:
         return ""
     return f" ({{tv_sec = {sec},tv_nsec = {nsec}}})"
 
