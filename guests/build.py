@@ -160,8 +160,9 @@ def build_native(tc: Toolchains, name: str, out: Path) -> None:
 
 # --------------------------------------------------------------------------- ELF checks
 
-def check_elf(path: Path) -> dict:
-    """Check that path is what the project ships; return a few facts about it.
+def check_elf(path: Path, *, allow_debug: bool = False) -> dict:
+    """Check that path is what the project ships (``allow_debug``: a --keep-debug build,
+    which keeps its debug sections); return a few facts about it.
 
     Parses the ELF header, program headers and section headers with struct only, so the
     build needs no third-party module.
@@ -202,7 +203,7 @@ def check_elf(path: Path) -> dict:
 
     names = [sname(s[0]) for s in sections]
     debug = [n for n in names if n.startswith(".debug")]
-    if debug:
+    if debug and not allow_debug:
         problems.append(f"debug sections present: {', '.join(debug)}")
     if ".symtab" not in names:
         problems.append("no .symtab (symbol table must be kept)")
@@ -344,11 +345,11 @@ def _main(opts: argparse.Namespace) -> int:
     for name in names:
         prog = progs[name]
         build_musl(tc, name, musl_path(out_root, name), opts.keep_debug)
-        facts = check_elf(musl_path(out_root, name))
+        facts = check_elf(musl_path(out_root, name), allow_debug=opts.keep_debug)
         line = f"{name:8s} musl {facts['size']:>8d} B"
         if "glibc" in prog["binaries"] and not opts.no_glibc:
             build_glibc(tc, name, glibc_path(out_root, name), opts.keep_debug)
-            facts = check_elf(glibc_path(out_root, name))
+            facts = check_elf(glibc_path(out_root, name), allow_debug=opts.keep_debug)
             line += f"  glibc {facts['size']:>8d} B"
         if not opts.no_native:
             build_native(tc, name, native_path(out_root, name))
