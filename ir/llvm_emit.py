@@ -192,6 +192,10 @@ class ModuleEmitter:
 class LLVMBuilder(Builder):
     """Emits one block function. See the module docstring for the conventions."""
 
+    # registers reach the state before an instruction that may leave the block, so that
+    # its exits see them (a region's exit paths store them instead)
+    flush_before_leaving = True
+
     def __init__(self, mod: ModuleEmitter, fname: str) -> None:
         self.mod = mod
         self.fname = fname
@@ -273,7 +277,7 @@ class LLVMBuilder(Builder):
         self.next_pc = (pc + insn.length) & MASK64
         self.pending = {}
         self.marked = False
-        if may_leave(insn):
+        if self.flush_before_leaving and may_leave(insn):
             self.flush()
         if needs_interpreter(insn):
             self.e(f"br label %{self.exit_label(k, EXIT_INTERP_ONE)}")

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 from dbtlab.ir.llvm_emit import (CC, EXIT_BUDGET, MASK64, OFF_ADDR_LIMIT, OFF_GUEST_BASE,
                                  OFF_ICOUNT, OFF_LIMIT, OFF_PC, OFF_PROF_COUNTS, OFF_PROF_LAST,
-                                 LLVMBuilder, ModuleEmitter, Slot, lit, needs_interpreter)
+                                 LLVMBuilder, ModuleEmitter, Slot, lit)
 from dbtlab.ir.env import (CHECKPOINT_EVERY, H_PROF_EDGE, PROF_CHAINED, PROF_KIND_SHIFT,
                            ULOG_SIZE)
-from dbtlab.ir.state import EXIT_INTERP_ONE, offset
+from dbtlab.ir.state import offset
 
 OFF_ULOG = offset("ulog")
 OFF_ULOG_N = offset("ulog_n")
@@ -84,6 +84,8 @@ class RegionBuilder(LLVMBuilder):
     """LLVMBuilder whose register values live in allocas and whose block exits may be
     branches to other blocks of the same function."""
 
+    flush_before_leaving = False       # exit paths flush the registers themselves
+
     def __init__(self, mod: ModuleEmitter, fname: str, inside: set[int]) -> None:
         super().__init__(mod, fname)
         self.inside = inside                  # guest pcs of the region's blocks
@@ -121,19 +123,6 @@ class RegionBuilder(LLVMBuilder):
 
     def _exit_prologue(self, body: list[str]) -> None:
         body.append("@FLUSHALL@")
-
-    def emit_insn(self, k: int, pc: int, insn) -> None:
-        # no flush before instructions that may leave: their exit paths flush
-        self.k, self.pc, self.insn = k, pc, insn
-        self.next_pc = (pc + insn.length) & MASK64
-        self.pending = {}
-        if needs_interpreter(insn):
-            self.e(f"br label %{self.exit_label(k, EXIT_INTERP_ONE)}")
-            self.terminated = True
-            return
-        insn.sem(self, insn)
-        if not self.terminated:
-            self.commit()
 
     def _host_ptr(self, addr, size: int = 1, write: bool = False) -> str:
         """The first tier's address computation, without the pc marker: a fault here is
