@@ -1,7 +1,7 @@
 """Host faults in translated code become precise guest exits.
 
 Translated code touches guest memory through the guest view with no software check (see
-``dbtlab.runtime.memory``). When the guest may not make an access — an unmapped page, a
+``dbtlab.runtime.linux.memory``). When the guest may not make an access — an unmapped page, a
 read-only page, a page write-protected because it holds translated code, an address beyond
 the guest address space — the host raises SIGSEGV. Our handler, installed once per
 process and written in LLVM IR like the rest of the native code:
@@ -34,7 +34,7 @@ import llvmlite.binding as llvm
 from dbtlab.ir.env import JMPBUF_OFF
 from dbtlab.ir.state import offset
 from dbtlab.ir.support_ir import flags_x86_to_rv
-from dbtlab.runtime.memory import ADDR_LIMIT, GUARD_SIZE
+from dbtlab.ir.abi import ADDR_LIMIT, GUARD_SIZE
 
 SA_SIGINFO = 0x4
 SA_ONSTACK = 0x08000000

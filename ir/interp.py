@@ -14,7 +14,7 @@ from dbtlab.ir import softfloat as sf
 from dbtlab.ir.builder import (CSR_CYCLE, CSR_FCSR, CSR_FFLAGS, CSR_FRM, CSR_INSTRET, CSR_TIME,
                                MASK64, RM_DYN, Builder)
 from dbtlab.ir.state import FAULT_MISALIGNED
-from dbtlab.runtime.memory import GuestFault
+from dbtlab.ir.abi import GuestFault
 
 M64 = MASK64
 SIGN64 = 1 << 63

@@ -33,28 +33,21 @@ log = logging.getLogger(__name__)
 _initialised = False
 
 
-def _translator_version() -> str:
-    """A hash of every source file that shapes translated code: any change to the
-    semantics, the lowering or the state layout gives new cache keys."""
+def source_version(*packages: str) -> str:
+    """A hash of every source file of the named packages (and this package, which lowers
+    them): any change to the semantics, the lowering or the state layout gives new cache
+    keys. The front end names itself, so this layer knows no ISA."""
     import hashlib
+    import importlib
     from pathlib import Path
-    root = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for rel in sorted(["ir/llvm_emit.py", "ir/region_emit.py", "ir/builder.py", "ir/state.py",
-                       "ir/env.py", "ir/support_ir.py", "translator/families.py",
-                       "translator/block.py", "translator/encoding.py", "translator/decode.py",
-                       *(f"translator/{m}.py" for m in ("rv64i", "rv64m", "rv64a", "rv64f",
-                                                        "rv64d", "rv64c", "zicsr",
-                                                        "zifencei"))]):
-        try:
-            h.update((root / rel).read_bytes())
-        except OSError:
-            h.update(rel.encode())
     import dbtlab
+    h = hashlib.sha256()
+    for name in (__package__, *packages):
+        folder = Path(importlib.import_module(name).__file__).parent
+        for f in sorted(folder.glob("*.py")):
+            h.update(f"{name}/{f.name}\0".encode())
+            h.update(f.read_bytes())
     return f"{dbtlab.__version__}+{h.hexdigest()[:16]}"
-
-
-TRANSLATOR_VERSION = _translator_version()
 
 
 def init_llvm() -> None:
@@ -92,7 +85,8 @@ class JITEngine:
 
     def __init__(self, opt_level: int = 0, codegen_opt: int = 0,
                  debug: frozenset[str] = frozenset(), debug_out: TextIO | None = None,
-                 cache_dir: str | None = None, use_cache: bool = False) -> None:
+                 cache_dir: str | None = None, use_cache: bool = False,
+                 code_version: str = "") -> None:
         init_llvm()
         import platform
         if platform.machine() not in ("x86_64", "AMD64"):
@@ -109,7 +103,8 @@ class JITEngine:
             from dbtlab.ir.objcache import ObjectCache
             self.cache = ObjectCache(cache_dir)
         cpu, features = host_cpu()
-        self.cache_prefix = (f"{TRANSLATOR_VERSION}|{cpu}|{features}|opt{opt_level}|"
+        # code_version: what shapes translated code above this layer (source_version())
+        self.cache_prefix = (f"{code_version or source_version()}|{cpu}|{features}|opt{opt_level}|"
                              f"cg{codegen_opt}")
         self.generation = 0
         self._new_engine()

@@ -27,20 +27,19 @@ i1 SSA names. Block functions have the signature ``i64 (ptr %st)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from dbtlab.ir.builder import (CANONICAL_NAN, CSR_CYCLE, CSR_FCSR, CSR_FFLAGS, CSR_FRM,
                                CSR_INSTRET, CSR_TIME, FLAG_NV, FP_EXP_MASK, FP_SIGN, MASK64,
-                               RM_DYN, RM_RMM, Builder)
+                               RM_DYN, Builder)
 from dbtlab.ir.env import (H_GET_FFLAGS, H_PROF_EDGE, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS,
                            H_SET_FRM, HELPERS_OFF, JC_BITS, JC_OFF, PROF_DISPATCH, PROF_EXIT,
                            PROF_INDIRECT, PROF_KIND_SHIFT, SLOTS_OFF, WLOG_SIZE)
 from dbtlab.ir.interp import InterpBuilder
-from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
+from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
                              EXIT_FENCE_I, EXIT_HOT, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
                              FAULT_MISALIGNED, offset)
-from dbtlab.runtime.memory import ADDR_LIMIT
-from dbtlab.translator.block import GuestBlock
-from dbtlab.translator.insn import Insn
+from dbtlab.ir.abi import ADDR_LIMIT
 
 _FOLD = InterpBuilder(None)       # constant folding uses the interpreter's arithmetic
 _ICMP = {"eq": "eq", "ne": "ne", "lt": "slt", "ltu": "ult", "ge": "sge", "geu": "uge"}
@@ -82,37 +81,6 @@ def lit(v: int) -> str:
     return str(v - (1 << 64) if v >> 63 else v)
 
 
-def needs_interpreter(insn: Insn) -> bool:
-    """Instructions the JIT hands to the interpreter: a static round-to-nearest-max-magnitude
-    mode, which x86 cannot do in hardware (rare: compilers emit dynamic modes)."""
-    enc = insn.enc
-    return (enc is not None and insn.rm == RM_RMM and insn.name not in _RMM_NATIVE
-            and any(f.name == "rm" for f in enc.operands))
-
-
-#: conversions to integer round with llvm.round (ties away) natively; the others are exact
-_RMM_NATIVE = frozenset({"fcvt.w.s", "fcvt.wu.s", "fcvt.l.s", "fcvt.lu.s", "fcvt.w.d",
-                         "fcvt.wu.d", "fcvt.l.d", "fcvt.lu.d", "fcvt.d.s", "fcvt.d.w",
-                         "fcvt.d.wu"})
-
-
-#: instructions that can leave the block part-way (host fault, misaligned atomic): the
-#: block's completed writes are stored before them
-_MEMORY = frozenset({"lb", "lh", "lw", "ld", "lbu", "lhu", "lwu", "sb", "sh", "sw", "sd",
-                     "flw", "fld", "fsw", "fsd", "lr.w", "lr.d", "sc.w", "sc.d"})
-
-
-def may_leave(insn: Insn) -> bool:
-    """Can this instruction exit the block before completing? Memory accesses (host
-    faults), atomics, FP with a dynamic rounding mode (invalid frm or RMM: interpreter),
-    static RMM (interpreter)."""
-    name = insn.name
-    if name in _MEMORY or name.startswith("amo"):
-        return True
-    return insn.rm == RM_DYN and insn.enc is not None and \
-        any(f.name == "rm" for f in insn.enc.operands) or needs_interpreter(insn)
-
-
 @dataclass
 class Slot:
     """A direct exit: a chain slot in the environment, initially the EXIT_CHAIN stub."""
@@ -127,7 +95,7 @@ class BlockCode:
     """What the emitter produced for one guest block."""
 
     name: str
-    block: GuestBlock
+    block: Any                # the front end's block: anything with ``pc`` and ``limit``
     table_index: int
     slots: list[Slot] = field(default_factory=list)
     successors: list[int] = field(default_factory=list)   # static direct targets
@@ -152,28 +120,26 @@ class ModuleEmitter:
         self.table: list[str] = []
         self.blocks: list[BlockCode] = []
 
-    def emit_block(self, blk: GuestBlock) -> BlockCode:
-        """Emit one block; truncates blk.insns at the first instruction that ends it."""
-        fname = f"b{blk.pc:x}" + (f"_n{blk.limit}" if blk.limit else "") + f"_{self.name}"
+    def begin_block(self, fname: str, block: Any) -> LLVMBuilder:
+        """A builder for one block function named ``fname``; ``block`` is the front end's
+        block (its ``pc`` and ``limit`` are read). The front end emits the instructions
+        (``begin_insn``, the semantics, ``end_insn``), then calls ``end_block``."""
         b = LLVMBuilder(self, fname)
         self.table.append(f"ptr @{fname}")
-        code = BlockCode(fname, blk, len(self.table) - 1,
-                         id=self._block_ids() if self._block_ids else 0)
-        b.code = code
-        kept = []
-        for k, (pc, insn) in enumerate(blk.insns):
-            kept.append((pc, insn))
-            b.emit_insn(k, pc, insn)
-            if b.terminated:
-                break
-        blk.insns = kept
+        b.code = BlockCode(fname, block, len(self.table) - 1,
+                           id=self._block_ids() if self._block_ids else 0)
+        return b
+
+    def end_block(self, b: LLVMBuilder, ninsns: int, fallthrough: int) -> BlockCode:
+        """Close a block function after ``ninsns`` instructions; if the last one did not end
+        the block, it continues at ``fallthrough``."""
         if not b.terminated:
             b.flush()
-            b.direct_exit(blk.end)
-        self.functions.append(b.finish(len(kept)))
-        code.ir_lines = len(b.lines)
-        self.blocks.append(code)
-        return code
+            b.direct_exit(fallthrough)
+        self.functions.append(b.finish(ninsns))
+        b.code.ir_lines = len(b.lines)
+        self.blocks.append(b.code)
+        return b.code
 
     def new_slot(self, target: int) -> Slot:
         return Slot(self._slot_ids(), target)
@@ -219,7 +185,7 @@ class LLVMBuilder(Builder):
         self.uses_memory = False
         self.marked = False
         self.k = 0
-        self.insn: Insn | None = None
+        self.word = 0                            # the current instruction's encoding
         self.pc = self.next_pc = 0
 
     # ---- text helpers ----------------------------------------------------------------
@@ -272,18 +238,23 @@ class LLVMBuilder(Builder):
         self.e("br label %exit")
 
     # ---- block structure -------------------------------------------------------------
-    def emit_insn(self, k: int, pc: int, insn: Insn) -> None:
-        self.k, self.pc, self.insn = k, pc, insn
-        self.next_pc = (pc + insn.length) & MASK64
+    def begin_insn(self, k: int, pc: int, length: int, word: int, may_leave: bool) -> None:
+        """Instruction k of the block starts at ``pc``. ``may_leave``: it can exit the block
+        before completing (its predecessors' writes must reach the state first)."""
+        self.k, self.pc, self.word = k, pc, word
+        self.next_pc = (pc + length) & MASK64
         self.pending = {}
         self.marked = False
-        if self.flush_before_leaving and may_leave(insn):
+        if self.flush_before_leaving and may_leave:
             self.flush()
-        if needs_interpreter(insn):
-            self.e(f"br label %{self.exit_label(k, EXIT_INTERP_ONE)}")
-            self.terminated = True
-            return
-        insn.sem(self, insn)
+
+    def interpret_one(self) -> None:
+        """Hand the current instruction to the interpreter: the block ends before it."""
+        self.e(f"br label %{self.exit_label(self.k, EXIT_INTERP_ONE)}")
+        self.terminated = True
+
+    def end_insn(self) -> None:
+        """The semantics of the current instruction have been emitted."""
         if not self.terminated:
             self.commit()
 
@@ -327,7 +298,7 @@ class LLVMBuilder(Builder):
             self.after.add((self.ntag, ran))
             body.append(f"  store i64 %ic_{lab}, ptr {self.ptr(OFF_ICOUNT, body)}")
             if reason == EXIT_ILLEGAL:
-                body.append(f"  store i64 {self.insn.word}, ptr {self.ptr(OFF_AUX, body)}")
+                body.append(f"  store i64 {self.word}, ptr {self.ptr(OFF_AUX, body)}")
             if self.mod.profile:
                 body.append(f"  store i64 {self.code.id | PROF_EXIT << PROF_KIND_SHIFT}, "
                             f"ptr {self.ptr(OFF_PROF_LAST, body)}")

@@ -27,57 +27,19 @@ cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from dbtlab.ir.llvm_emit import (CC, EXIT_BUDGET, MASK64, OFF_ADDR_LIMIT, OFF_GUEST_BASE,
                                  OFF_ICOUNT, OFF_LIMIT, OFF_PC, OFF_PROF_COUNTS, OFF_PROF_LAST,
-                                 LLVMBuilder, ModuleEmitter, Slot, lit)
+                                 LLVMBuilder, ModuleEmitter, lit)
 from dbtlab.ir.env import (CHECKPOINT_EVERY, H_PROF_EDGE, PROF_CHAINED, PROF_KIND_SHIFT,
                            ULOG_SIZE)
 from dbtlab.ir.state import offset
 
 OFF_ULOG = offset("ulog")
 OFF_ULOG_N = offset("ulog_n")
-from dbtlab.translator.block import GuestBlock, pages_of
 
+#: how big a region may be: the undo log must hold a whole iteration's stores
 MAX_REGION_BLOCKS = 64
 MAX_REGION_INSNS = 1024
-
-
-@dataclass
-class _BlockView:
-    """What LLVMBuilder's exits read from ``self.code.block``."""
-
-    limit: None = None
-
-
-@dataclass
-class RegionCode:
-    """What the emitter produced for a region."""
-
-    name: str
-    entry: int
-    blocks: list[GuestBlock]
-    table_index: int = 0
-    slots: list[Slot] = field(default_factory=list)
-    successors: list[int] = field(default_factory=list)
-    block: _BlockView = field(default_factory=_BlockView)
-    id: int = 0
-
-    def block_of(self, pc: int) -> GuestBlock | None:
-        """The region block holding the instruction at pc (host-fault rewind)."""
-        for b in self.blocks:
-            if any(p == pc for p, _ in b.insns):
-                return b
-        return None
-
-    @property
-    def guest_insns(self) -> int:
-        return sum(len(b.insns) for b in self.blocks)
-
-    @property
-    def pages(self) -> set[int]:
-        return pages_of(self.blocks)
 
 
 class RegionBuilder(LLVMBuilder):
@@ -182,28 +144,30 @@ class RegionBuilder(LLVMBuilder):
         self.e(f"store i64 0, ptr {self.ptr(OFF_ULOG_N)}")
 
     # ---- blocks ----------------------------------------------------------------------
-    def begin_block(self, idx: int, blk: GuestBlock, block_id: int = 0) -> None:
-        """Label, instruction count and limit check of a region block."""
+    def begin_region_block(self, idx: int, pc: int, ninsns: int, block_id: int = 0) -> None:
+        """Label, instruction count and limit check of the region's idx-th block (at guest
+        ``pc``, ``ninsns`` instructions; ``block_id`` its first-tier id, for profiles)."""
+        self.index = idx
         self.code.id = block_id                # exits and counters name this block
         self.ntag = f"b{idx}_"
-        self.block_lengths[self.ntag] = len(blk.insns)
+        self.block_lengths[self.ntag] = ninsns
         self.ic2 = f"%ic2_{idx}"
         self.cache = {}
         self.narrow = {}
         self.frm_checked = False
         self.terminated = False
-        lab, ok, nob = f"B{blk.pc:x}", f"B{blk.pc:x}_ok", f"B{blk.pc:x}_nob"
+        lab, ok, nob = f"B{pc:x}", f"B{pc:x}_ok", f"B{pc:x}_nob"
         self.put_label(lab)
         ic, lim, c = f"%ic_{idx}", f"%lim_{idx}", f"%okc_{idx}"
         self.e(f"{ic} = load i64, ptr %aic")
-        self.e(f"{self.ic2} = add i64 {ic}, {len(blk.insns)}")
+        self.e(f"{self.ic2} = add i64 {ic}, {ninsns}")
         self.e(f"{lim} = load i64, ptr {self.ptr(OFF_LIMIT)}")
         self.e(f"{c} = icmp ule i64 {self.ic2}, {lim}")
         self.e(f"br i1 {c}, label %{ok}, label %{nob}")
         self.put_label(nob)                   # limit reached: leave with the block unrun
         self.e("@FLUSHALL@")
         self.e(f"store i64 {ic}, ptr {self.ptr(OFF_ICOUNT)}")
-        self.e(f"store i64 {lit(blk.pc)}, ptr {self.ptr(OFF_PC)}")
+        self.e(f"store i64 {lit(pc)}, ptr {self.ptr(OFF_PC)}")
         self.to_exit(self.helper_ptr(EXIT_BUDGET))
         self.put_label(ok)
         self.e(f"store i64 {self.ic2}, ptr %aic")
@@ -298,28 +262,20 @@ class RegionBuilder(LLVMBuilder):
         return self.substitute_counts("\n".join(head + body + tail))
 
 
-def emit_region(mod: ModuleEmitter, entry: int, blocks: list[GuestBlock],
-                block_ids: list[int] | None = None) -> RegionCode:
-    """Emit one region function into ``mod``. ``blocks`` are decoded guest blocks; the
-    one at ``entry`` is where the region is entered. ``block_ids``: their first-tier ids,
-    so that profiles keep counting them."""
-    name = f"r{entry:x}_{mod.name}"
-    code = RegionCode(name, entry, blocks)
-    mod.table.append(f"ptr @{name}")
+def begin_region(mod: ModuleEmitter, code, pcs: list[int], ids: list[int] | None) -> RegionBuilder:
+    """A builder for a region function named ``code.name``, entered at ``code.entry``, whose
+    blocks start at ``pcs`` (in emission order; ``ids`` their first-tier block ids). The front
+    end emits each block (``begin_region_block``, its instructions, ``goto`` its fall-through
+    if it did not end) and then calls ``end_region``. ``code`` gets the slots, successors and
+    table index; it is anything with the attributes of ``BlockCode`` and an ``entry``."""
+    mod.table.append(f"ptr @{code.name}")
     code.table_index = len(mod.table) - 1
-    b = RegionBuilder(mod, name, {blk.pc for blk in blocks})
+    b = RegionBuilder(mod, code.name, set(pcs))
     b.code = code
-    b.order = {blk.pc: i for i, blk in enumerate(blocks)}
-    b.ids = {blk.pc: i for blk, i in zip(blocks, block_ids or ())}
-    for idx, blk in enumerate(blocks):
-        b.index = idx
-        b.begin_block(idx, blk, block_ids[idx] if block_ids else 0)
-        for k, (pc, insn) in enumerate(blk.insns):
-            b.emit_insn(k, pc, insn)
-            if b.terminated:
-                break
-        if not b.terminated:
-            b.goto(blk.end)
-    mod.functions.append(b.finish_region())
-    return code
+    b.order = {pc: i for i, pc in enumerate(pcs)}
+    b.ids = dict(zip(pcs, ids or ()))
+    return b
 
+
+def end_region(mod: ModuleEmitter, b: RegionBuilder) -> None:
+    mod.functions.append(b.finish_region())

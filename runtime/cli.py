@@ -239,7 +239,7 @@ def write_stats_json(path: str, m, res) -> None:
 
 
 def cmd_difftest(a: argparse.Namespace) -> int:
-    from dbtlab.runtime.difftest import difftest
+    from dbtlab.runtime.oracle.difftest import difftest
     engines = [e.strip() for e in a.accels.split(",") if e.strip()]
     bad = [e for e in engines if e not in ACCELS]
     if bad or len(set(engines)) < 2:
@@ -337,7 +337,7 @@ def snapshot_run_requested(a: argparse.Namespace) -> bool:
 
 def cmd_run_snapshots(a: argparse.Namespace) -> int:
     from dbtlab import snapshot as S
-    from dbtlab.runtime import vmstate as V
+    from dbtlab.runtime.vm import vmstate as V
     from dbtlab.runtime.machine import Machine
     if not a.snapshot_store:
         raise DbtError("--savevm-at, --savevm-every and --loadvm need --snapshot-store FILE")
@@ -410,7 +410,7 @@ def add_snapshot_parser(sub) -> None:
 
 
 def cmd_snapshot(a: argparse.Namespace) -> int:
-    from dbtlab.runtime.snapshots import SnapshotStore
+    from dbtlab.runtime.vm.snapshots import SnapshotStore
     act = getattr(a, "snapshot_command", None)
     if act is None:
         raise DbtError("snapshot: choose list, delete, export, import or diff")
@@ -438,7 +438,7 @@ def cmd_snapshot(a: argparse.Namespace) -> int:
             info = st.import_stream(a.stream, a.tag)
             print(f"imported {info}")
         elif act == "diff":
-            from dbtlab.runtime.vmstate import diff
+            from dbtlab.runtime.vm.vmstate import diff
             lines = diff(st.load(a.tag_a), st.load(a.tag_b))
             for ln in lines:
                 print(ln)
@@ -470,7 +470,7 @@ def monitor_run_requested(a: argparse.Namespace) -> bool:
 
 
 def cmd_run_monitored(a: argparse.Namespace) -> int:
-    from dbtlab.runtime import mainloop
+    from dbtlab.runtime.monitor import mainloop, serve
     from dbtlab.runtime.machine import Machine
     if a.savevm_at or a.savevm_every is not None:
         raise DbtError("--savevm-at/--savevm-every cannot be combined with --qmp or "
@@ -504,7 +504,7 @@ def cmd_run_monitored(a: argparse.Namespace) -> int:
                             snapshot_store=a.snapshot_store,
                             announce=lambda msg: print(f"dbtlab: {msg}", file=sys.stderr,
                                                        flush=True))
-    outcome, m = mainloop.run(cfg, opts, make_machine)
+    outcome, m = serve.run(cfg, opts, make_machine)
     if m is not None:
         try:
             if a.stats:
@@ -610,7 +610,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 # dbtlab fuzz --seed S --cases N [--accels A,B,...] [--jobs J] [--no-known-deviations]
 #             [--weights CLASS=W,...] [--out DIR] | --replay FILE
 def add_fuzz_parser(sub) -> None:
-    from dbtlab.runtime.fuzz.weights import DEFAULT_WEIGHTS
+    from dbtlab.runtime.oracle.fuzz.weights import DEFAULT_WEIGHTS
     f = sub.add_parser("fuzz", help="differential fuzzing of the accelerators",
                        description="Generate random RV64GC instruction streams, run each on "
                                    "every engine from the same state and compare the final "
@@ -641,7 +641,7 @@ def add_fuzz_parser(sub) -> None:
 
 
 def cmd_fuzz(a: argparse.Namespace) -> int:
-    from dbtlab.runtime.fuzz import FuzzConfig, parse_weights, replay, run_campaign
+    from dbtlab.runtime.oracle.fuzz import FuzzConfig, parse_weights, replay, run_campaign
     accels = tuple(e.strip() for e in (a.accels or "llvm,unicorn").split(",") if e.strip())
     if a.replay:
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Iterator
 
 from dbtlab.runtime.errors import DbtError
-from dbtlab.runtime.loader import StartConfig, load_elf
-from dbtlab.runtime.memory import GuestMemory
+from dbtlab.runtime.linux.loader import StartConfig, load_elf
+from dbtlab.runtime.linux.memory import GuestMemory
 from dbtlab.translator.disasm import elf_listing
 
 

@@ -19,10 +19,10 @@ from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, E
 from dbtlab.runtime.accel import make_accel
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
-from dbtlab.runtime.loader import StartConfig, load_elf
-from dbtlab.runtime.memory import GuestFault, GuestMemory
-from dbtlab.runtime.process import Process
-from dbtlab.runtime.syscalls import handle_syscall
+from dbtlab.runtime.linux.loader import StartConfig, load_elf
+from dbtlab.runtime.linux.memory import GuestFault, GuestMemory
+from dbtlab.runtime.linux.process import Process
+from dbtlab.runtime.linux.syscalls import handle_syscall
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Machine:
         res.stats = self.stats()
         return res
 
-    # ---- stop requests (the main loop's vCPU thread: runtime/mainloop.py) ------------------
+    # ---- stop requests (the main loop's vCPU thread: runtime/monitor/mainloop.py) ------------------
     def request_stop(self) -> None:
         """Make a ``run`` in progress in another thread return promptly with
         ``stopped=True`` (QEMU's cpu_exit): the flag is checked each time the accelerator

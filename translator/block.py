@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dbtlab.runtime.memory import PAGE_SHIFT, GuestFault
+from dbtlab.ir.abi import PAGE_SHIFT, GuestFault
 from dbtlab.translator.insn import Insn
 
 #: instructions whose semantics always leave the block

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dbtlab.ir.interp import InterpBuilder, Trap
 from dbtlab.ir.state import EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL
 from dbtlab.runtime.accel.base import Accelerator, Exit
-from dbtlab.runtime.memory import PAGE_SHIFT, GuestFault
+from dbtlab.runtime.linux.memory import PAGE_SHIFT, GuestFault
 from dbtlab.translator.decode import decode
 from dbtlab.translator.insn import Insn
 

@@ -34,9 +34,10 @@ from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, E
                              EXIT_HOT, EXIT_LOOKUP, EXIT_MISS, EXIT_NAMES)
 from dbtlab.runtime.accel.base import AccelStats, Accelerator, Exit
 from dbtlab.runtime.accel.interp import InterpAccel
-from dbtlab.runtime.memory import ADDR_LIMIT, PAGE_SHIFT, GuestFault
+from dbtlab.runtime.linux.memory import ADDR_LIMIT, PAGE_SHIFT, GuestFault
 from dbtlab.translator.block import form_block
 from dbtlab.translator.decode import decode
+from dbtlab.translator.lift import TRANSLATOR_VERSION, lift_block
 from dbtlab.translator.insn import Insn
 from dbtlab.translator.tcache import TB, SlotRec, TranslationCache
 
@@ -112,7 +113,7 @@ class LLVMAccel(Accelerator):
         import os
         self.jit = JITEngine(cfg.opt_level, cfg.codegen_opt, cfg.debug, self.debug_out,
                              cache_dir=cfg.cache_dir or os.environ.get("DBTLAB_CACHE_DIR"),
-                             use_cache=cfg.cache)
+                             use_cache=cfg.cache, code_version=TRANSLATOR_VERSION)
         self._engine_ready()
         self.cache = TranslationCache(self.env.set_slot, self.jit.helpers[EXIT_CHAIN],
                                       MAX_SLOTS)
@@ -297,7 +298,7 @@ class LLVMAccel(Accelerator):
                     raise
                 continue
             blk.limit = limit
-            code = mod.emit_block(blk)
+            code = lift_block(mod, blk)
             queue.extend(code.successors)
         text = mod.text()
         t1 = time.perf_counter()
@@ -394,7 +395,7 @@ class LLVMAccel(Accelerator):
         """The first-tier blocks of the region entered at ``entry``: the loop it heads or
         lies in (the strongly connected part of the static control flow among translated
         blocks that can reach back to it), bounded; empty when it is in no loop."""
-        from dbtlab.ir.region_emit import MAX_REGION_BLOCKS, MAX_REGION_INSNS
+        from dbtlab.translator.lift import MAX_REGION_BLOCKS, MAX_REGION_INSNS
         def succ(tb: TB) -> list[TB]:
             out = []
             for t in tb.successors:
@@ -454,7 +455,7 @@ class LLVMAccel(Accelerator):
         """Emit the region's IR here (fast), compile it in a worker process (slow) — or
         in-process without workers — and install it when it is ready."""
         from dbtlab.ir.jit import compile_object
-        from dbtlab.ir.region_emit import emit_region
+        from dbtlab.translator.lift import lift_region
         if self.cache.free_region_slots() < 16 * len(tbs) + 16:
             log.info("no region formed at %#x: out of region chain slots", entry.pc)
             return
@@ -462,7 +463,7 @@ class LLVMAccel(Accelerator):
                             self.cfg.chain, self.cache.new_region_slot_id,
                             write_log=self.write_log is not None,
                             profile=self.profiler is not None)
-        code = emit_region(mod, entry.pc, [tb.block for tb in tbs], [tb.id for tb in tbs])
+        code = lift_region(mod, entry.pc, [tb.block for tb in tbs], [tb.id for tb in tbs])
         text = mod.text()
         if "op" in self.debug:
             self.debug_out.write(f"OP (region {entry.pc:#x}):\n{text}\n")

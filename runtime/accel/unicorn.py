@@ -146,7 +146,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL,
                              FAULT_FETCH, FAULT_LOAD, FAULT_MISALIGNED, FAULT_STORE, CPUState)
 from dbtlab.runtime.accel.base import AccelStats, Accelerator, Exit
-from dbtlab.runtime.memory import PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_WRITE
+from dbtlab.runtime.linux.memory import PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_WRITE
 from dbtlab.translator.decode import decode
 
 log = logging.getLogger(__name__)

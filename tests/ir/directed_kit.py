@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from dbtlab.runtime.accel.base import Exit
-from dbtlab.runtime.bare import CODE_BASE, DATA_BASE, DATA_SIZE, BareMachine
+from dbtlab.runtime.oracle.bare import CODE_BASE, DATA_BASE, DATA_SIZE, BareMachine
 from dbtlab.translator.decode import BY_NAME, decode, encode
 
 M64 = (1 << 64) - 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 from dbtlab.ir.state import FAULT_FETCH, FAULT_LOAD, FAULT_MISALIGNED, FAULT_STORE
-from dbtlab.runtime.memory import PROT_READ
+from dbtlab.runtime.linux.memory import PROT_READ
 from tests.ir.directed_kit import (CODE_BASE, DATA_BASE, DATA_END, M64, PAGE, SCRATCH, Asm,
                                    Case, check_cases, check_precise_stops, covers, ins, machine,
                                    pattern_state, run, sext32, snapshot, u64)

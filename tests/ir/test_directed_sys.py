@@ -12,7 +12,7 @@ import pkgutil
 import pytest
 
 from dbtlab.ir.state import EXIT_ILLEGAL
-from dbtlab.runtime.memory import PROT_EXEC, PROT_READ, PROT_WRITE
+from dbtlab.runtime.linux.memory import PROT_EXEC, PROT_READ, PROT_WRITE
 from dbtlab.translator.decode import BY_NAME, TABLE, decode, encode
 from tests.ir import directed_kit as K
 from tests.ir.directed_kit import (CODE_BASE, CYCLE, FCSR, FFLAGS, FRM, INSTRET, TIME, Asm,

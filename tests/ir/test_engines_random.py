@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from dbtlab.runtime.bare import DATA_BASE, DATA_SIZE, BareMachine
+from dbtlab.runtime.oracle.bare import DATA_BASE, DATA_SIZE, BareMachine
 from dbtlab.translator.decode import TABLE, decode, encode
 from tests.conftest import ACCELS
 

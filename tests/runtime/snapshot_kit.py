@@ -10,7 +10,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 
-from dbtlab.runtime import vmstate as V
+from dbtlab.runtime.vm import vmstate as V
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.machine import Machine
 from tests.conftest import GUESTS, load_manifest

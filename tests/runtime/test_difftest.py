@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dbtlab.ir import llvm_emit
-from dbtlab.runtime.difftest import difftest
+from dbtlab.runtime.oracle.difftest import difftest
 from tests.conftest import ACCELS, GUESTS, guest_cases
 
 PAIRS = [("interp", "llvm")] + ([("llvm", "unicorn")] if "unicorn" in ACCELS else [])

@@ -15,13 +15,13 @@ import pytest
 
 from dbtlab.ir import llvm_emit
 from dbtlab.ir.state import EXIT_FAULT
-from dbtlab.runtime.bare import CODE_BASE, DATA_BASE
-from dbtlab.runtime.fuzz import (DEFAULT_WEIGHTS, FuzzConfig, Generator, Session,
+from dbtlab.runtime.oracle.bare import CODE_BASE, DATA_BASE
+from dbtlab.runtime.oracle.fuzz import (DEFAULT_WEIGHTS, FuzzConfig, Generator, Session,
                                  parse_weights, replay, run_campaign)
-from dbtlab.runtime.fuzz.case import WINDOW, Case, Item, Layout, case_from_json, case_to_json
-from dbtlab.runtime.fuzz.oracle import SUPPLEMENT, reserved_c_nop
-from dbtlab.runtime.fuzz.runner import CODE_SIZE, Engine
-from dbtlab.runtime.memory import PAGE_SIZE
+from dbtlab.runtime.oracle.fuzz.case import WINDOW, Case, Item, Layout, case_from_json, case_to_json
+from dbtlab.runtime.oracle.fuzz.oracle import SUPPLEMENT, reserved_c_nop
+from dbtlab.runtime.oracle.fuzz.runner import CODE_SIZE, Engine
+from dbtlab.runtime.linux.memory import PAGE_SIZE
 from dbtlab.translator.decode import TABLE, decode, encode
 from tests.conftest import ACCELS, ROOT
 
@@ -30,7 +30,7 @@ HAS_UNICORN = "unicorn" in ACCELS and importlib.util.find_spec("unicorn") is not
 needs_unicorn = pytest.mark.skipif(
     not HAS_UNICORN, reason="the unicorn oracle is not available (unicorn not importable, or "
                             "not among tests.conftest.ACCELS)")
-#: the four unicorn FP bugs runtime/deviations.py lists
+#: the four unicorn FP bugs runtime/oracle/deviations.py lists
 FP_BUGS = {"fminmax-snan", "single-not-nan-boxed", "unboxed-single-input", "fma-inf-zero-qnan"}
 
 
@@ -176,7 +176,7 @@ def test_fixed_seed_campaign_has_no_unexplained_divergence(tmp_path):
 @needs_unicorn
 def test_teeth_each_unicorn_fp_bug_is_found_and_minimised(tmp_path):
     """With the known deviations switched off, default weights find every FP bug of
-    runtime/deviations.py by themselves, each minimised to a few instructions, and each
+    runtime/oracle/deviations.py by themselves, each minimised to a few instructions, and each
     reproducer replays to the same class."""
     r = run_campaign(FuzzConfig(seed=1, cases=1000, accels=("interp", "unicorn"),
                                 known_deviations=False, out=str(tmp_path)))
@@ -361,7 +361,7 @@ def test_engine_that_raises_is_a_finding(monkeypatch, tmp_path):
 def test_second_tier_regions_are_fuzzed_too():
     """--llvm-regions N: loops in the cases become second-tier regions (O2, registers in
     SSA) and are compared like everything else."""
-    from dbtlab.runtime.fuzz.campaign import Worker
+    from dbtlab.runtime.oracle.fuzz.campaign import Worker
     cfg = FuzzConfig(seed=21, cases=200, accels=("interp", "llvm"), out=None,
                      llvm_regions=2, weights=parse_weights("branch=15"))
     w = Worker(cfg)

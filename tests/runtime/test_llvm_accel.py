@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 import dbtlab
-from dbtlab.runtime.bare import CODE_BASE, DATA_BASE, BareMachine
+from dbtlab.runtime.oracle.bare import CODE_BASE, DATA_BASE, BareMachine
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.machine import Machine
-from dbtlab.runtime.memory import PROT_EXEC, PROT_READ, PROT_WRITE
+from dbtlab.runtime.linux.memory import PROT_EXEC, PROT_READ, PROT_WRITE
 from dbtlab.translator.decode import encode
 from tests.conftest import ACCELS, GUESTS
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from dbtlab.runtime.errors import DbtError, LoadError
-from dbtlab.runtime.loader import (AT_CLKTCK, AT_EGID, AT_ENTRY, AT_EUID, AT_EXECFN,
+from dbtlab.runtime.linux.loader import (AT_CLKTCK, AT_EGID, AT_ENTRY, AT_EUID, AT_EXECFN,
                                    AT_FLAGS, AT_GID, AT_HWCAP, AT_NULL, AT_PAGESZ, AT_PHDR,
                                    AT_PHENT, AT_PHNUM, AT_RANDOM, AT_SECURE, AT_UID, AT_BASE,
                                    DEFAULT_MMAP_TOP, DEFAULT_PIE_BASE, DEFAULT_STACK_TOP,
                                    StartConfig, load_elf)
-from dbtlab.runtime.memory import (ADDR_LIMIT, PROT_EXEC, PROT_READ, PROT_WRITE, GuestFault,
+from dbtlab.runtime.linux.memory import (ADDR_LIMIT, PROT_EXEC, PROT_READ, PROT_WRITE, GuestFault,
                                    GuestMemory)
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"

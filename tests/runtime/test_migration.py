@@ -17,11 +17,11 @@ import time
 
 import pytest
 
-from dbtlab.runtime import vmstate as V
+from dbtlab.runtime.vm import vmstate as V
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.machine import Machine
-from dbtlab.runtime.memory import PAGE_SIZE
-from dbtlab.runtime.migration import (MSG_READY, DirtyTracker, OutgoingMigration, _Sink,
+from dbtlab.runtime.linux.memory import PAGE_SIZE
+from dbtlab.runtime.vm.migration import (MSG_READY, DirtyTracker, OutgoingMigration, _Sink,
                                       peek_program)
 from tests.runtime.mainloop_kit import (SPIN, Dbtlab, EventLog, connect, disconnect,
                                         run_plain, sock_path, wait_socket)
@@ -382,7 +382,7 @@ def _precopy(m: Machine, mode: str, between, passes: int = 4) -> bytes:
     """Pre-copy ``m`` into bytes the way the source does (passes, then stop-and-copy),
     calling ``between(k)`` — which may run the guest and change its memory — after each
     pass."""
-    from dbtlab.runtime.migration import _mapped_only, capture_without_memory
+    from dbtlab.runtime.vm.migration import _mapped_only, capture_without_memory
     tr = DirtyTracker(m, mode, 0)
     tr.start()
     sink = _Sink()

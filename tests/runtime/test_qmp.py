@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from dbtlab.runtime.mainloop import parse_address
-from dbtlab.runtime.qmp import COMMANDS, JSONStreamer, ParseError
+from dbtlab.runtime.monitor.mainloop import parse_address
+from dbtlab.runtime.monitor.qmp import COMMANDS, JSONStreamer, ParseError
 from tests.conftest import GUESTS
 from tests.runtime.mainloop_kit import (SPIN, Dbtlab, EventLog, RawQMP, connect, disconnect,
                                         run_plain, sock_path, wait_socket)
@@ -40,7 +40,7 @@ def test_vcpu_stops_a_tight_loop_within_milliseconds(accel):
     runs between two instructions."""
     from dbtlab.runtime.config import RunConfig
     from dbtlab.runtime.machine import Machine
-    from dbtlab.runtime.mainloop import VCPU
+    from dbtlab.runtime.monitor.mainloop import VCPU
 
     async def main():
         m = Machine(SPIN, [SPIN, "0", "64"], config=RunConfig(accel=accel))
@@ -78,7 +78,7 @@ def test_accelerator_without_exit_request_runs_in_chunks():
     the end of one and the guest goes on exactly from there."""
     from dbtlab.runtime.config import RunConfig
     from dbtlab.runtime.machine import Machine
-    from dbtlab.runtime.mainloop import CHUNK_INSNS, VCPU, can_request_exit
+    from dbtlab.runtime.monitor.mainloop import CHUNK_INSNS, VCPU, can_request_exit
 
     class NoExit:
         def __init__(self, accel):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 import dbtlab
-from dbtlab.runtime.bare import CODE_BASE, BareMachine
+from dbtlab.runtime.oracle.bare import CODE_BASE, BareMachine
 from dbtlab.runtime.config import RunConfig
-from dbtlab.runtime.memory import PROT_EXEC, PROT_READ, PROT_WRITE
+from dbtlab.runtime.linux.memory import PROT_EXEC, PROT_READ, PROT_WRITE
 from dbtlab.translator.decode import encode
 from tests.conftest import GUESTS, guest_cases
 
@@ -42,7 +42,7 @@ def test_fault_inside_a_region_is_rolled_back_and_precise():
     """A loop stores through a pointer that walks off the end of the data window: the
     store that faults is inside a region; memory and registers must be exactly as if the
     loop had run instruction by instruction up to that store."""
-    from dbtlab.runtime.bare import DATA_BASE, DATA_SIZE
+    from dbtlab.runtime.oracle.bare import DATA_BASE, DATA_SIZE
     code = [encode("addi", rd=5, rs1=0, imm=0),              # t0 = counter
             encode("sd", rs1=10, rs2=5, imm=0),               # loop: *a0 = t0
             encode("addi", rd=5, rs1=5, imm=1),
@@ -119,7 +119,7 @@ def test_faulting_load_in_a_storeless_region_replays_from_its_entry():
     """A region without stores still records its entry as the checkpoint pc: entered from
     a first-tier block whose fault marker left another pc in the state, a rollback must
     replay from the region's entry (found at threshold 1: x10 came out 1, not 3)."""
-    from dbtlab.runtime.bare import DATA_BASE, DATA_SIZE
+    from dbtlab.runtime.oracle.bare import DATA_BASE, DATA_SIZE
     end = DATA_BASE + DATA_SIZE
     code = [encode("addi", rd=10, rs1=10, imm=1),             # loop: x10 += 1
             encode("ld", rd=7, rs1=8, imm=0),                 # faults at the window's end

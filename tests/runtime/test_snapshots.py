@@ -17,8 +17,8 @@ import pytest
 
 import dbtlab
 from dbtlab import snapshot as S
-from dbtlab.runtime import vmstate as V
-from dbtlab.runtime.snapshots import SnapshotStore, StoreError
+from dbtlab.runtime.vm import vmstate as V
+from dbtlab.runtime.vm.snapshots import SnapshotStore, StoreError
 from tests.conftest import ACCELS, GUESTS, ROOT
 from tests.runtime.snapshot_kit import guest, resume
 
@@ -186,8 +186,8 @@ def test_not_a_store(tmp_path):
 
 _WRITER = textwrap.dedent("""
     import sys, time
-    from dbtlab.runtime import vmstate as V
-    from dbtlab.runtime.snapshots import SnapshotStore
+    from dbtlab.runtime.vm import vmstate as V
+    from dbtlab.runtime.vm.snapshots import SnapshotStore
     from tests.runtime.snapshot_kit import guest
     store = SnapshotStore(sys.argv[1])
     m = guest("hello").machine("interp")

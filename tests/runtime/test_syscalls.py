@@ -14,11 +14,11 @@ import pytest
 
 from dbtlab.ir.state import CPUState
 from dbtlab.runtime.errors import DbtError
-from dbtlab.runtime.loader import StartConfig, load_elf
-from dbtlab.runtime.memory import PROT_EXEC, PROT_READ, PROT_WRITE, GuestMemory
-from dbtlab.runtime.process import Process
-from dbtlab.runtime.syscalls import NAMES, NUMBERS, TABLE, handle_syscall
-from dbtlab.runtime.syscalls.info import pack_utsname
+from dbtlab.runtime.linux.loader import StartConfig, load_elf
+from dbtlab.runtime.linux.memory import PROT_EXEC, PROT_READ, PROT_WRITE, GuestMemory
+from dbtlab.runtime.linux.process import Process
+from dbtlab.runtime.linux.syscalls import NAMES, NUMBERS, TABLE, handle_syscall
+from dbtlab.runtime.linux.syscalls.info import pack_utsname
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 STATIC = str(FIX / "rv64_static")
@@ -740,7 +740,7 @@ def test_proc_self_walks_like_a_guest_pid(g):
 
 
 def test_range_set():
-    from dbtlab.runtime.process import RangeSet
+    from dbtlab.runtime.linux.process import RangeSet
     r = RangeSet()
     r.add(0x1000, 0x3000)
     r.add(0x5000, 0x6000)

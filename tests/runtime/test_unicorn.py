@@ -24,10 +24,10 @@ import dbtlab.runtime.accel.unicorn as U  # noqa: E402
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,  # noqa: E402
                              EXIT_ILLEGAL, FAULT_FETCH, FAULT_LOAD, FAULT_MISALIGNED,
                              FAULT_STORE)
-from dbtlab.runtime.bare import CODE_BASE, DATA_BASE, DATA_SIZE, BareMachine  # noqa: E402
+from dbtlab.runtime.oracle.bare import CODE_BASE, DATA_BASE, DATA_SIZE, BareMachine  # noqa: E402
 from dbtlab.runtime.config import RunConfig  # noqa: E402
 from dbtlab.runtime.machine import Machine  # noqa: E402
-from dbtlab.runtime.memory import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE  # noqa: E402
+from dbtlab.runtime.linux.memory import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE  # noqa: E402
 from dbtlab.translator.decode import encode  # noqa: E402
 from tests.conftest import GUESTS, KNOWN_UNICORN_DEVIATIONS, ROOT, guest_cases  # noqa: E402
 
@@ -800,7 +800,7 @@ def test_deviation_store_into_the_running_block_without_fence_i():
 def test_deviation_reserved_compressed_encodings_run_as_nops(word):
     """Quadrant 0 funct3=100 and the c.subw/c.addw row's funct2=10/11 slots (filled by
     Zcb later) are reserved in RV64GC: illegal in the interpreter, no-ops in unicorn
-    (found by the fuzzer, runtime/fuzz/oracle.py)."""
+    (found by the fuzzer, runtime/oracle/fuzz/oracle.py)."""
     ex = run_on("interp", [word, ECALL])[0]
     assert (ex.reason, ex.word) == (EXIT_ILLEGAL, word)
     ex, st, _ = run_on("unicorn", [word, ECALL])

@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbtlab.runtime import vmstate as V
+from dbtlab.runtime.vm import vmstate as V
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
-from dbtlab.runtime.memory import PAGE_SIZE, PROT_MASK, PROT_READ, PROT_WRITE
-from dbtlab.runtime.process import FileDesc
+from dbtlab.runtime.linux.memory import PAGE_SIZE, PROT_MASK, PROT_READ, PROT_WRITE
+from dbtlab.runtime.linux.process import FileDesc
 from tests.conftest import ACCELS, GUESTS, ROOT, guest_cases
 from tests.runtime.snapshot_kit import Guest, Out, Sec, frame, guest, resume, sections
 
