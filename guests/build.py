@@ -131,7 +131,7 @@ def build_musl(tc: Toolchains, name: str, out: Path, keep_debug: bool) -> None:
     """zig cc -target riscv64-linux-musl -O2 -static (RV64GC is zig's default CPU)."""
     if tc.zig is None:
         raise BuildError("ziglang is not importable by this Python: "
-                         "`pip install ziglang==0.17.1` (or use /work/venv/bin/python)")
+                         "`pip install ziglang==0.17.1` (the test extra has it)")
     out.parent.mkdir(parents=True, exist_ok=True)
     run_tool([*tc.zig, "cc", "-target", "riscv64-linux-musl", *COMMON_CFLAGS, "-static",
               "-o", str(out), str(SRC / f"{name}.c")], f"musl build of {name}")
