@@ -139,6 +139,14 @@ def test_no_import_cycles():
     assert cycles(_a_package_imports_its_own_modules(graph())) == []
 
 
+def _copy_tree(dst_root: Path) -> None:
+    for folder in FOLDERS.values():
+        for f in (ROOT / folder).rglob("*.py"):
+            dst = dst_root / f.relative_to(ROOT)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(f.read_text())
+
+
 @pytest.mark.parametrize("where, line, expected", [
     ("ir/llvm_emit.py", "from dbtlab.translator.insn import Insn",
      "dbtlab.ir.llvm_emit imports dbtlab.translator.insn"),
@@ -151,22 +159,14 @@ def test_no_import_cycles():
 ])
 def test_the_layering_check_catches_a_forbidden_import(tmp_path, where, line, expected):
     """Add one wrong-way import to a copy of the tree: the check names it."""
-    for folder in FOLDERS.values():
-        for f in (ROOT / folder).rglob("*.py"):
-            dst = tmp_path / f.relative_to(ROOT)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text(f.read_text())
+    _copy_tree(tmp_path)
     target = tmp_path / where
     target.write_text(target.read_text() + f"\n\ndef _planted():\n    {line.strip()}\n")
     assert violations(graph(tmp_path)) == [expected]
 
 
 def test_the_cycle_check_catches_a_cycle(tmp_path):
-    for folder in FOLDERS.values():
-        for f in (ROOT / folder).rglob("*.py"):
-            dst = tmp_path / f.relative_to(ROOT)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text(f.read_text())
+    _copy_tree(tmp_path)
     cfg = tmp_path / "runtime" / "config.py"   # imported by the machine: make it import back
     cfg.write_text(cfg.read_text() + "\n\ndef _planted():\n    from dbtlab.runtime import machine\n")
     found = cycles(_a_package_imports_its_own_modules(graph(tmp_path)))
