@@ -85,6 +85,7 @@ FIELDS: tuple[Field, ...] = (
     Field("wlog_n", 1, "stores logged so far"),
     Field("host_pc", 1, "host pc of a host fault in translated code"),
     Field("host_err", 1, "x86 page-fault error code of a host fault (bit 1: write)"),
+    Field("x_sink", 1, "where stencils write x[rd] when rd is x0 (never read)"),
 )
 
 XLEN_MASK = (1 << 64) - 1
