@@ -59,7 +59,10 @@ class InterpAccel(Accelerator):
         self._by_page.clear()
 
     def request_exit(self) -> None:
-        """Stop after the current instruction (callable from any thread)."""
+        """Stop after the current instruction (callable from any thread). A request made
+        while no run is in progress stops the next one before its first instruction: the
+        flag is cleared only by the run that honours it (clearing it when a run starts
+        would lose a request made just before)."""
         self._exit_req = True
 
     def close(self) -> None:
@@ -117,12 +120,13 @@ class InterpAccel(Accelerator):
         pc = self.machine.cpu.pc
         n = 0
         ex = None
-        self._exit_req = False
         try:
             while n < budget and not self._exit_req:
                 pc = self.step(pc)
                 n += 1
                 b.instret += 1
+            if self._exit_req:
+                self._exit_req = False
         except Trap as t:
             word = self.fetch_decode(pc).word if t.kind == "illegal" else 0
             ex = Exit(_TRAP_EXIT[t.kind], n, word=word)

@@ -11,6 +11,20 @@ runs when native code returns to Python, which it does only to
 * stop for the machine: a syscall, a fault, an illegal instruction, the budget.
 
 Every such exit is counted by reason in ``stats.exits``.
+
+Threads. Everything here runs on the vCPU thread (the one calling ``run``), or while that
+thread is parked (the monitor's run_on_cpu), except three entry points:
+
+* ``_compiled`` runs in a region worker's reader thread: it only appends the reply to
+  ``_ready`` under ``_lock`` and wakes the vCPU (``_wake``);
+* ``request_exit`` and ``_wake`` run in any thread: they set ``_stop_req``, ``_exit_req``
+  and ``state.icount_limit`` together under ``_lock``.
+
+So ``_ready``, ``_exit_req``, ``_stop_req`` and the limit the translated code reads are
+shared and locked; the translation cache, the jump cache and chain slots, the job tables
+(``_jobs``, ``_job_table``), the profiler and the statistics are confined to the vCPU thread
+(a reply is matched with its job only there, in ``_service``). The worker pool locks its own
+worker list and counters (``dbtlab.ir.region_worker``).
 """
 
 from __future__ import annotations
@@ -127,10 +141,13 @@ class LLVMAccel(Accelerator):
         self.interp = InterpAccel(machine, decode_cache=False)
         # second-tier compilation off the executing thread
         self._pool = None                     # worker processes (created on first need)
+        # confined to the vCPU thread:
         self._jobs: dict[int, int] = {}       # entry pc -> pending job id
-        self._job_table: dict[int, tuple] = {}
+        self._job_table: dict[int, tuple] = {}   # job id -> job
         self._job_ids = itertools.count(1)
-        self._ready: list = []                # compiled regions waiting to be installed
+        # shared with the workers' reader threads and with request_exit's callers, under
+        # _lock:
+        self._ready: list = []                # (job id, object or None) not yet served
         self._lock = threading.Lock()
         self._exit_req = False                # translated code asked to come back
         self._stop_req = False                # ... and run() to return (request_exit)
@@ -160,11 +177,8 @@ class LLVMAccel(Accelerator):
     def _on_map(self, event: str, addr: int, size: int, prot: int, host: int) -> None:
         if event == "unmap" or event == "protect":
             pages = range(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT)
-            by_page = self.cache.by_page      # walk the smaller side: ranges can be huge
-            hit = sorted(pn for pn in by_page if pn in pages) if len(pages) > len(by_page) \
-                else [pn for pn in pages if pn in by_page]
-            if hit:
-                self._invalidate(hit)
+            if any(pn in self.cache.by_page for pn in pages):
+                self._invalidate(p for p in pages if p in self.cache.by_page)
 
     def _on_code_write(self, pn: int) -> None:
         self._invalidate([pn])
@@ -491,14 +505,14 @@ class LLVMAccel(Accelerator):
         self._workers().submit(jid, text, self.cfg.region_opt, self.cfg.region_opt)
 
     def _compiled(self, jid, obj, err) -> None:
-        """A worker finished (runs in the worker's reader thread)."""
+        """A worker finished (runs in the worker's reader thread). The reply waits in
+        ``_ready`` until the vCPU thread serves it: this thread touches nothing else (the
+        job tables are the vCPU thread's), and the guest goes on running afterwards."""
         if err:
             log.warning("region compile failed: %s", err)
         with self._lock:
-            job = self._job_table.pop(jid, None)
-            if job is not None:
-                self._ready.append((job, obj))
-        self.request_exit()
+            self._ready.append((jid, obj))
+        self._wake()
 
     def _workers(self):
         if self._pool is None:
@@ -517,13 +531,19 @@ class LLVMAccel(Accelerator):
             self.jit.cache.put(job[6], obj)
         self.install_region(entry, tbs, mod, code, obj, generation)
 
-    def _service(self) -> None:
-        """Install the regions the workers finished (the guest is not running)."""
+    def _service(self) -> bool:
+        """Serve an exit request (vCPU thread, the guest not running): restore the limit,
+        install the regions the workers finished; True if run() must return."""
         with self._lock:
             ready, self._ready = self._ready, []
+            stop, self._stop_req = self._stop_req, False
             self._exit_req = False
-        for job, obj in ready:
-            self._finish_job(job, obj)
+            self.env.state.icount_limit = self._limit
+        for jid, obj in ready:
+            job = self._job_table.pop(jid, None)
+            if job is not None:
+                self._finish_job(job, obj)
+        return stop
 
     def _wake(self) -> None:
         """Bring translated code back to Python at its next block entry (any thread):
@@ -534,8 +554,10 @@ class LLVMAccel(Accelerator):
 
     def request_exit(self) -> None:
         """Make run() return EXIT_BUDGET at the next block entry (any thread)."""
-        self._stop_req = True
-        self._wake()
+        with self._lock:
+            self._stop_req = True
+            self._exit_req = True
+            self.env.state.icount_limit = 0
 
     def _set_limit(self) -> None:
         with self._lock:
@@ -641,11 +663,8 @@ class LLVMAccel(Accelerator):
                 if isinstance(first, Exit):
                     return self._exit(first, start)
             elif r == EXIT_BUDGET:
-                if self._exit_req:
-                    self._service()
-                    self._set_limit()
-                    if self._stop_req:
-                        self._stop_req = False
+                if self._exit_req:       # unlocked read: set before the limit drops to
+                    if self._service():  # 0 and cleared only by _service, on this thread
                         return self._exit(Exit(EXIT_BUDGET, 0), start)
                     continue
                 left = self._limit - st.icount
