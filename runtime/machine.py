@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL,
-                             FAULT_FETCH, FAULT_LOAD, FAULT_MISALIGNED, FAULT_NAMES,
-                             FAULT_STORE, CPUState)
+                             FAULT_FETCH, FAULT_FETCH_MISALIGNED, FAULT_LOAD,
+                             FAULT_MISALIGNED, FAULT_NAMES, FAULT_STORE, CPUState)
 from dbtlab.runtime.accel import make_accel
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
@@ -134,12 +134,17 @@ class Machine:
             elif ex.reason == EXIT_BUDGET:
                 continue
             elif ex.reason == EXIT_FAULT:
-                sig = _signal.SIGBUS if ex.fault_kind == FAULT_MISALIGNED else _signal.SIGSEGV
+                # Linux: SIGBUS (BUS_ADRALN) for misaligned atomics and for an
+                # instruction-address-misaligned trap, SIGSEGV for the rest
+                sig = _signal.SIGBUS if ex.fault_kind in (
+                    FAULT_MISALIGNED, FAULT_FETCH_MISALIGNED) else _signal.SIGSEGV
                 what = FAULT_NAMES.get(ex.fault_kind, "access")
                 adj = {FAULT_LOAD: "load from", FAULT_STORE: "store to",
                        FAULT_FETCH: "instruction fetch from",
+                       FAULT_FETCH_MISALIGNED: "misaligned instruction fetch from",
                        FAULT_MISALIGNED: "misaligned atomic access to"}.get(ex.fault_kind, what)
-                return self._die(int(sig), f"{adj} address {ex.fault_addr:#x}")
+                return self._die(int(sig), f"{adj} address {ex.fault_addr:#x}",
+                                 insn=ex.fault_kind != FAULT_FETCH_MISALIGNED)
             elif ex.reason == EXIT_ILLEGAL:
                 return self._die(int(_signal.SIGILL), "illegal instruction")
             elif ex.reason == EXIT_EBREAK:
@@ -147,11 +152,13 @@ class Machine:
             else:
                 raise RuntimeError(f"accelerator {self.accel.name} returned {ex.name}")
 
-    def _die(self, sig: int, what: str) -> RunResult:
+    def _die(self, sig: int, what: str, insn: bool = True) -> RunResult:
+        """``insn``: show the instruction at pc (not for a misaligned pc: nothing was
+        fetched there)."""
         pc = self.cpu.pc
         return RunResult(None, sig, self.instret, 0.0,
                          message=f"guest killed by {_signame(sig)}: {what} at pc {pc:#x}"
-                                 f"{self.where(pc)}")
+                                 f"{self.where(pc, insn)}")
 
     def where_symbol(self, pc: int) -> str:
         """'0x... <sym+off>' for traces."""
@@ -161,13 +168,15 @@ class Machine:
         name, off = sym
         return f"{pc:#x} <{name}+{off:#x}>" if off else f"{pc:#x} <{name}>"
 
-    def where(self, pc: int) -> str:
+    def where(self, pc: int, insn: bool = True) -> str:
         """' <sym+off>: <insn>' for messages, as far as it can be known."""
         out = ""
         sym = self.program.symbol_at(pc)
         if sym:
             name, off = sym
             out += f" <{name}+{off:#x}>" if off else f" <{name}>"
+        if not insn:
+            return out
         try:
             lo = int.from_bytes(self.mem.peek(pc, 2), "little")
             word = lo if lo & 3 != 3 else int.from_bytes(self.mem.peek(pc, 4), "little")

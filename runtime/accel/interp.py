@@ -7,7 +7,8 @@ runs its semantics function against an ``InterpBuilder``.
 from __future__ import annotations
 
 from dbtlab.ir.interp import InterpBuilder, Trap
-from dbtlab.ir.state import EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL
+from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL,
+                             FAULT_FETCH_MISALIGNED)
 from dbtlab.runtime.accel.base import Accelerator, Exit
 from dbtlab.runtime.linux.memory import PAGE_SHIFT, GuestFault
 from dbtlab.translator.decode import decode
@@ -32,10 +33,13 @@ class InterpAccel(Accelerator):
 
     # ---- decode cache ----------------------------------------------------------------
     def fetch_decode(self, pc: int) -> Insn:
-        """Decode the instruction at pc (fetch faults raise GuestFault)."""
+        """Decode the instruction at pc (fetch faults raise GuestFault; an odd pc is the
+        instruction-address-misaligned fault)."""
         insn = self._cache.get(pc)
         if insn is not None:
             return insn
+        if pc & 1:
+            raise GuestFault(FAULT_FETCH_MISALIGNED, pc)
         lo = int.from_bytes(self.mem.fetch(pc, 2), "little")
         word = lo if lo & 3 != 3 else int.from_bytes(self.mem.fetch(pc, 4), "little")
         insn = decode(word)

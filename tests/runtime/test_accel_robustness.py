@@ -14,6 +14,7 @@ import threading
 import pytest
 
 import dbtlab
+from dbtlab.ir.state import FAULT_FETCH_MISALIGNED
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.machine import Machine
 from dbtlab.runtime.oracle.bare import CODE_BASE, BareMachine
@@ -181,3 +182,124 @@ def test_cold_runs_with_regions_under_load():
 @pytest.mark.slow
 def test_many_cold_runs_with_regions_under_load():
     _cold_region_runs(["hello", "matmul", "sha256", "qsort", "crc32", "setjmp"], 48)
+
+
+# ---- a misaligned pc -------------------------------------------------------------------
+
+def _with_entry(tmp_path, entry: int) -> str:
+    """A copy of hello whose ELF header's e_entry is ``entry``."""
+    data = bytearray((GUESTS / "bin/hello").read_bytes())
+    struct.pack_into("<Q", data, 24, entry)
+    path = tmp_path / f"hello-entry-{entry:x}"
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def _hello_entry() -> int:
+    return struct.unpack_from("<Q", (GUESTS / "bin/hello").read_bytes(), 24)[0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_odd_entry_point_is_a_misaligned_fetch(engine, tmp_path):
+    """e_entry = 1 used to kill the host under llvm (the empty jump-cache marker is 1);
+    any odd pc is the instruction-address-misaligned trap, which Linux delivers as
+    SIGBUS (BUS_ADRALN) at the pc; an even one is fetched (C: 2-byte alignment)."""
+    start = _hello_entry()
+    for entry, expected in [
+            (1, "guest killed by SIGBUS: misaligned instruction fetch from address 0x1 "
+                "at pc 0x1"),
+            (start + 1, f"guest killed by SIGBUS: misaligned instruction fetch from address "
+                        f"{start + 1:#x} at pc {start + 1:#x} <_start+0x1>"),
+            (start + 2, f"guest killed by SIGILL: illegal instruction at pc {start + 2:#x} "
+                        f"<_start+0x2>: 8193ffff .4byte 0x8193ffff")]:
+        path = _with_entry(tmp_path, entry)
+        r = dbtlab.run(path, config=_config(engine))
+        sig = signal.SIGILL if entry == start + 2 else signal.SIGBUS
+        assert (r.signal, r.message, r.instret, r.stdout) == (sig, expected, 0, b"")
+
+
+def test_the_cli_reports_an_odd_entry_point_and_dies_by_sigbus(tmp_path):
+    path = _with_entry(tmp_path, 1)
+    p = subprocess.run([sys.executable, "-c", "import sys; from dbtlab.runtime.cli import "
+                        "main; sys.exit(main())", "run", "--accel", "llvm", path],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode in (-signal.SIGBUS, 128 + signal.SIGBUS)
+    assert p.stderr == ("dbtlab: guest killed by SIGBUS: misaligned instruction fetch from "
+                        "address 0x1 at pc 0x1\n")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_odd_pc_set_from_python_is_a_misaligned_fetch(engine):
+    """The pc of a stopped machine made odd (as a snapshot or a debugger could): the next
+    run faults at once, retiring nothing, also where the code there is translated."""
+    for pc in (1, 3):
+        out = os.open(os.devnull, os.O_WRONLY)
+        m = Machine(HELLO, [HELLO], config=_config(engine), stdout=out)
+        try:
+            assert m.run(stop_at=2000).stopped
+            hot = m.cpu.pc
+            for bad in (pc, hot + 1):
+                m.cpu.pc = bad
+                r = m.run()
+                assert (r.signal, r.instret, m.cpu.pc) == (signal.SIGBUS, 2000, bad)
+                assert r.message.startswith(
+                    f"guest killed by SIGBUS: misaligned instruction fetch from address "
+                    f"{bad:#x} at pc {bad:#x}")
+                assert ":" not in r.message.split(f"at pc {bad:#x}")[1]   # no insn shown
+        finally:
+            m.close()
+            os.close(out)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_bare_odd_pc_exits_with_the_misaligned_fetch_fault(engine):
+    code = [encode("addi", rd=10, rs1=0, imm=1), encode("ecall")]
+    for pc in (1, CODE_BASE + 1, CODE_BASE + 3):
+        m = BareMachine(code, accel=_config(engine).accel, config=_config(engine))
+        try:
+            assert m.run().name == "ecall"          # translated (llvm) and cached
+            m.cpu.pc = pc
+            ex = m.run()
+            assert (ex.name, ex.fault_kind, ex.fault_addr, ex.executed, m.cpu.pc) == \
+                ("fault", FAULT_FETCH_MISALIGNED, pc, 0, pc)
+        finally:
+            m.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_jalr_clears_bit_zero_of_its_target(engine):
+    """jalr to an odd address goes to the address with bit 0 cleared (the spec), from the
+    first tier and from a region (a loop of 20 iterations at threshold 1)."""
+    code = [encode("addi", rd=6, rs1=0, imm=20),          # 0:  t1 = iterations
+            encode("auipc", rd=5, imm=0),                 # 4:  t0 = CODE_BASE + 4
+            encode("addi", rd=5, rs1=5, imm=13),          # 8:  t0 = CODE_BASE + 17 (odd)
+            encode("jalr", rd=1, rs1=5, imm=0),           # 12: -> CODE_BASE + 16
+            encode("addi", rd=10, rs1=10, imm=1),         # 16: a0 += 1
+            encode("jalr", rd=0, rs1=1, imm=9),           # 20: ra + 9 = CODE_BASE + 25 -> 24
+            encode("addi", rd=11, rs1=11, imm=1),         # 24: a1 += 1
+            encode("addi", rd=6, rs1=6, imm=-1),          # 28
+            encode("bne", rs1=6, rs2=0, imm=-28),         # 32: -> CODE_BASE + 4
+            encode("ecall")]                              # 36
+    m = BareMachine(code, accel=_config(engine).accel, config=_config(engine))
+    try:
+        ex = m.run()
+        assert (ex.name, m.cpu.pc, ex.executed) == ("ecall", CODE_BASE + 36, 1 + 20 * 8)
+        assert (m.cpu.x[10], m.cpu.x[11], m.cpu.x[1]) == (20, 20, CODE_BASE + 16)
+    finally:
+        m.close()
+
+
+def test_branch_and_jump_offsets_are_always_even():
+    """Why only a pc set from outside can be odd: no encoding of jal, a branch or their
+    compressed forms has an odd offset (bit 0 is implicit), and jalr clears bit 0."""
+    import random
+    rng = random.Random(1)
+    seen = set()
+    for _ in range(20000):
+        w = rng.getrandbits(32)
+        for word in ((w & ~0x7F) | 0x6F, (w & ~0x7F) | 0x63, w & 0xFFFF):
+            insn = decode(word)
+            if insn.name in ("jal", "beq", "bne", "blt", "bge", "bltu", "bgeu"):
+                seen.add(insn.mnemonic)
+                assert insn.imm & 1 == 0, hex(word)
+    assert {"jal", "beq", "bgeu", "c.j", "c.beqz", "c.bnez"} <= seen
