@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 #: instructions per accelerator run when no limit is set (bounds time between checks
 #: of Python-side conditions; translated code does not return to Python for it)
 RUN_CHUNK = 1 << 62
+#: ``Machine.instret`` is the guest's 64-bit instret: it wraps modulo 2**64, as the counter
+#: the guest reads (rdinstret) does, on every accelerator
+INSTRET_MASK = (1 << 64) - 1
 
 
 @dataclass
@@ -107,24 +110,34 @@ class Machine:
     def exited(self) -> bool:
         return self.proc.exit_status is not None or self.proc.killed_by is not None
 
+    def _retire(self, n: int) -> None:
+        self.instret = (self.instret + n) & INSTRET_MASK
+
     def _loop(self, limit: int | None) -> RunResult:
         proc = self.proc
+        # what is left of the limit is counted down, so that a limit past the point where
+        # instret wraps (2**64) still stops exactly that many instructions later
+        left = None if limit is None else limit - self.instret
         while True:
             if self._stop_req:                 # request_stop(): once per return from accel
                 self._stop_req = False
                 return RunResult(None, None, self.instret, 0.0, stopped=True,
                                  message=f"stopped on request after {self.instret} "
                                          f"instructions at pc {self.cpu.pc:#x}")
-            budget = RUN_CHUNK if limit is None else limit - self.instret
+            budget = RUN_CHUNK if left is None else min(left, RUN_CHUNK)
             if budget <= 0:
                 return RunResult(None, None, self.instret, 0.0, stopped=True,
                                  message=f"stopped after {self.instret} instructions "
                                          f"at pc {self.cpu.pc:#x}")
             ex = self.accel.run(budget)
-            self.instret += ex.executed
+            self._retire(ex.executed)
+            if left is not None:
+                left -= ex.executed
             if ex.reason == EXIT_ECALL:
                 handle_syscall(proc, self.cpu)
-                self.instret += 1          # the ecall itself retires
+                self._retire(1)            # the ecall itself retires
+                if left is not None:
+                    left -= 1
                 if proc.exit_status is not None:
                     return RunResult(proc.exit_status, None, self.instret, 0.0)
                 if proc.killed_by is not None:

@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 
 from dbtlab.ir import hostfault
-from dbtlab.ir.env import MAX_SLOTS, NUM_HELPERS, ULOG_SIZE, WLOG_SIZE, JITEnv
+from dbtlab.ir.env import (MAX_RUN_BUDGET, MAX_SLOTS, NUM_HELPERS, ULOG_SIZE, WLOG_SIZE,
+                           JITEnv)
 from dbtlab.ir.jit import JITEngine
 from dbtlab.ir.llvm_emit import ModuleEmitter
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
@@ -57,6 +58,7 @@ from dbtlab.translator.tcache import TB, SlotRec, TranslationCache
 
 log = logging.getLogger(__name__)
 
+MASK64 = (1 << 64) - 1
 _ENTER = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
 #: the code cache is flushed (QEMU's tb_flush) past this many compiled guest instructions
 CODE_CACHE_INSNS = 2_000_000
@@ -601,8 +603,12 @@ class LLVMAccel(Accelerator):
 
     # ---- running ---------------------------------------------------------------------
     def _load_env(self, budget: int, instret: int) -> None:
-        self._limit = instret + budget
-        self._import_cpu(instret)
+        """Counting starts from 0 each run, against a budget below 2**63 (a longer one
+        ends the run early, with EXIT_BUDGET): no comparison in translated code wraps
+        whatever the guest's instret is; counter CSRs add the base (ir/env.py)."""
+        self._limit = max(0, min(budget, MAX_RUN_BUDGET))
+        self.env.set_icount_base(instret)
+        self._import_cpu(0)
 
     def _import_cpu(self, icount: int) -> None:
         """The machine's CPU state into the environment, plus what translated code reads
@@ -635,8 +641,7 @@ class LLVMAccel(Accelerator):
 
     def _run(self, budget: int) -> Exit:
         st = self.env.state
-        start = self.machine.instret
-        self._load_env(budget, start)
+        self._load_env(budget, self.machine.instret)
         exits = self.stats.exits
         env_addr = self.env.address
         first = None
@@ -656,46 +661,46 @@ class LLVMAccel(Accelerator):
                 try:
                     self.translate(st.pc)
                 except GuestFault as f:
-                    return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), start)
+                    return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr))
             elif r == EXIT_CHAIN:
                 st.pc = self.cache.slots[st.exit_aux].target_pc
                 first = self._chain(st.exit_aux, st.pc)
                 if isinstance(first, Exit):
-                    return self._exit(first, start)
+                    return self._exit(first)
             elif r == EXIT_BUDGET:
                 if self._exit_req:       # unlocked read: set before the limit drops to
                     if self._service():  # 0 and cleared only by _service, on this thread
-                        return self._exit(Exit(EXIT_BUDGET, 0), start)
+                        return self._exit(Exit(EXIT_BUDGET, 0))
                     continue
                 left = self._limit - st.icount
                 if left <= 0:
-                    return self._exit(Exit(EXIT_BUDGET, 0), start)
+                    return self._exit(Exit(EXIT_BUDGET, 0))
                 tb = self.cache.get(st.pc, left)
                 if tb is None:
                     try:
                         tb = self.translate(st.pc, left)
                     except GuestFault as f:
-                        return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), start)
+                        return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr))
                 first = tb.fn
             elif r in (EXIT_INTERP_ONE, EXIT_HOSTFAULT):
                 if r == EXIT_HOSTFAULT:
                     first = self._rewind_host_fault()
                     if first:              # a region rolled back: replay in the first tier
                         continue
-                ex = self._interp_one(start)
+                ex = self._interp_one()
                 if ex is not None:
-                    return self._exit(ex, start)
+                    return self._exit(ex)
             elif r == EXIT_HOT:
                 self._on_hot(st.pc)
             elif r in (EXIT_FENCE_I, EXIT_LOOKUP):
                 continue
             elif r in (EXIT_ECALL, EXIT_EBREAK, EXIT_ILLEGAL, EXIT_FAULT):
-                return self._exit(Exit(r, 0, st.fault_kind, st.fault_addr, st.exit_aux), start)
+                return self._exit(Exit(r, 0, st.fault_kind, st.fault_addr, st.exit_aux))
             else:
                 raise RuntimeError(f"translated code returned unknown exit {r}")
 
-    def _exit(self, ex: Exit, start: int) -> Exit:
-        ex.executed = self.env.state.icount - start
+    def _exit(self, ex: Exit) -> Exit:
+        ex.executed = self.env.state.icount       # counted from 0 in this run
         if ex.reason != EXIT_ILLEGAL:
             ex.word = 0
         self._store_env()
@@ -749,7 +754,7 @@ class LLVMAccel(Accelerator):
             self.stats.links += 1
         return tb.fn
 
-    def _interp_one(self, start: int) -> Exit | None:
+    def _interp_one(self) -> Exit | None:
         """Run the instruction at state.pc in the interpreter. Its stores go through the
         machine's memory, so a store into translated code invalidates it first."""
         st = self.env.state
@@ -757,7 +762,7 @@ class LLVMAccel(Accelerator):
             return None
         self._store_env()
         n_smc = self.stats.invalidated
-        ex = self.interp.run(1, instret=st.icount)
+        ex = self.interp.run(1, instret=(self.env.icount_base() + st.icount) & MASK64)
         self._import_cpu(st.icount + ex.executed)
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1

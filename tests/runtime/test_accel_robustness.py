@@ -303,3 +303,68 @@ def test_branch_and_jump_offsets_are_always_even():
                 seen.add(insn.mnemonic)
                 assert insn.imm & 1 == 0, hex(word)
     assert {"jal", "beq", "bgeu", "c.j", "c.beqz", "c.bnez"} <= seen
+
+
+# ---- instruction counts near 2**64 -------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hello_runs_from_an_instret_about_to_wrap(engine):
+    """instret is the guest's 64-bit counter on every engine: it wraps modulo 2**64, and
+    the run is the same as from 0 (the llvm engine used to stop making progress)."""
+    n = _run_machine(engine)[0].instret
+    for start in (2**64 - 1000, 2**64 - 1, 2**64 - n, 2**63):
+        res, out, _ = _run_machine(engine, instret=start)
+        assert (out, res.status, res.stopped) == (HELLO_OUT, 0, False), hex(start)
+        assert res.instret == (start + n) & M64, hex(start)
+
+
+def test_the_engines_agree_on_a_stop_across_the_wrap():
+    """A limit past 2**64 stops exactly that many instructions later, in the same state."""
+    states = set()
+    for engine in ENGINES:
+        res, out, arch = _run_machine(engine, instret=2**64 - 2000, stop_at=2**64 + 1500)
+        assert (res.stopped, res.instret) == (True, 1500), engine
+        states.add((out, repr(arch)))
+    assert len(states) == 1
+
+
+def test_max_insns_below_the_current_count_stops_at_once():
+    res, out, _ = _run_machine("llvm", instret=2**64 - 10, max_insns=5)
+    assert (res.stopped, res.instret, out) == (True, 2**64 - 10, b"")
+
+
+@pytest.mark.parametrize("engine", ["interp", "llvm", "llvm-regions"])
+def test_rdinstret_wraps_as_the_counter_does(engine):
+    """A loop reads instret 40 times while the count passes 2**64: each read is the number
+    of instructions retired before it, modulo 2**64, in the first tier and in regions.
+    (unicorn reads the host's time-stamp counter: a known deviation.)"""
+    code = [encode("addi", rd=5, rs1=0, imm=40),
+            encode("csrrs", rd=10, rs1=0, csr=0xC02),     # loop: a0 = instret
+            encode("add", rd=11, rs1=11, rs2=10),         # a1 += a0
+            encode("addi", rd=5, rs1=5, imm=-1),
+            encode("bne", rs1=5, rs2=0, imm=-12),
+            encode("ecall")]
+    start = 2**64 - 60
+    m = BareMachine(code, accel=_config(engine).accel, config=_config(engine))
+    try:
+        m.instret = start
+        ex = _guarded(m.run, m.accel.request_exit)
+        assert (ex.name, ex.executed) == ("ecall", 1 + 40 * 4)
+        reads = [(start + 1 + 4 * k) & M64 for k in range(40)]
+        assert (m.cpu.x[10], m.cpu.x[11]) == (reads[-1], sum(reads) & M64)
+    finally:
+        m.close()
+
+
+def test_a_bounded_run_from_an_instret_about_to_wrap_is_exact():
+    """A budget from a count 5 short of 2**64: the accelerator retires exactly that."""
+    code = [encode("addi", rd=10, rs1=10, imm=1), encode("jal", rd=0, imm=-4)]
+    for engine in ENGINES:
+        m = BareMachine(code, accel=_config(engine).accel, config=_config(engine))
+        try:
+            m.instret = 2**64 - 5
+            ex = _guarded(lambda: m.run(1001), m.accel.request_exit)
+            assert (ex.name, ex.executed, m.cpu.x[10], m.cpu.pc) == \
+                ("budget", 1001, 501, CODE_BASE + 4), engine
+        finally:
+            m.close()
