@@ -197,6 +197,14 @@ _NOT_A_FILE = [(stat.S_ISDIR, "is a directory, not a program"),
                (stat.S_ISSOCK, "a socket, not a program file")]
 
 
+def _printable(raw: bytes, limit: int = 256) -> str:
+    """File bytes quoted in a one-line message: control characters escaped, cut at limit."""
+    text = raw.decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
+                   else f"\\u{ord(c):04x}" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _not_regular(path: str, mode: int) -> LoadError:
     for test, what in _NOT_A_FILE:
         if test(mode):
@@ -361,7 +369,7 @@ def _load(mem: GuestMemory, f: _ElfFile, cfg: StartConfig) -> LoadedProgram:
     for p in phdrs:
         if p.type == PT_INTERP:
             raw = f.read(p.offset, min(p.filesz, 4096)) if p.offset < f.size else b""
-            interp = raw.split(b"\0")[0].decode("utf-8", "replace")
+            interp = _printable(raw.split(b"\0")[0])
             raise LoadError(f"{path}: dynamically linked (program interpreter {interp}); "
                             "dbtlab runs static executables only: link with -static")
 

@@ -278,7 +278,6 @@ def _set_phdr(name: str, index: int, field: str, value: int) -> bytes:
     return bytes(d)
 
 
-@pytest.mark.xfail(strict=True, reason=INTERP_BUG % (SEED, "see the loop's interp_bug"))
 def test_interpreter_name_is_shown_on_one_line(tmp_path):
     path = tmp_path / "interp.elf"
     path.write_bytes(_set_phdr("rv64_static", 2, "p_type", 3))
@@ -341,7 +340,6 @@ HUGE_BUG = ("loader bug: a PT_LOAD's whole memory size is mapped as one Python o
             "host instead of a LoadError (Linux refuses it with ENOMEM)")
 
 
-@pytest.mark.xfail(strict=True, reason=HUGE_BUG % (SEED, -1))
 def test_huge_bss_is_refused_or_loaded(tmp_path):
     """A 64 GiB bss: refused with a LoadError (or loaded) within the child's limits."""
     out = run_huge(tmp_path, [_memsz_case(1 << 36)])
