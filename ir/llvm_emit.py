@@ -409,6 +409,8 @@ class LLVMBuilder(Builder):
         if self.code.block.limit:
             self.to_exit(lookup)
             return
+        # the target is even (jalr clears bit 0): it never matches the odd marker of an
+        # empty entry (JC_EMPTY)
         h, idx, eo, o, ep, epc, hit, fp, fn, sel = (self._v() for _ in range(10))
         self.e(f"{h} = lshr i64 {target}, 1")
         self.e(f"{idx} = and i64 {h}, {(1 << JC_BITS) - 1}")
