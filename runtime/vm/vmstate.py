@@ -926,10 +926,24 @@ def memory_regions(mem) -> list[Region]:
             for s, e, prot, name, _host in mem.regions()]
 
 
+def written_pages(mem) -> list[int]:
+    """The page numbers of a GuestMemory that may hold non-zero bytes (written since they
+    were mapped), in order, found by range (``data_ranges``): a huge, mostly untouched
+    mapping is never walked page by page."""
+    ranges = getattr(mem, "data_ranges", None)
+    if ranges is None:                       # a memory without range bookkeeping
+        return sorted(mem.pages)
+    out: list[int] = []
+    for start, end, *_ in mem.regions():
+        for lo, hi in ranges(start, end - start):
+            out.extend(range(lo >> PAGE_SHIFT, (hi + PAGE_SIZE - 1) >> PAGE_SHIFT))
+    return out
+
+
 def capture_memory(mem) -> MemoryImage:
     """Copy the guest memory's map and non-zero pages."""
     pages = {}
-    for pn in sorted(mem.pages):
+    for pn in written_pages(mem):
         raw = mem.page_bytes(pn).tobytes()
         if raw != ZERO_PAGE:
             pages[pn] = raw
@@ -998,10 +1012,12 @@ class RamSaver:
         return memory_regions(self.source)
 
     def _all_pages(self) -> list[int]:
-        # a MemoryImage's stored (non-zero) pages, never every mapped page: a zero page not
-        # sent before is not sent at all, and a map may claim the whole address space
-        # (2**26 pages) with a handful stored
-        return sorted(self.source.pages)
+        # the stored or written pages, never every mapped page: a zero page not sent
+        # before is not sent at all, and a map may claim the whole address space (2**26
+        # pages) with a handful stored
+        if isinstance(self.source, MemoryImage):
+            return sorted(self.source.pages)
+        return written_pages(self.source)
 
     def _page(self, pn: int) -> bytes | None:
         """Compressed contents, or None for a zero page."""
@@ -1026,7 +1042,7 @@ class RamSaver:
         mapped = RegionIndex(regions)
         todo = self._all_pages() if pages is None else sorted(p for p in set(pages)
                                                                if p in mapped)
-        if pages is None and isinstance(self.source, MemoryImage) and self.sent:
+        if pages is None and self.sent:
             # pages sent before that are zero now still go (as ZERO records)
             todo = sorted(set(todo) | {p for p in self.sent if p in mapped})
         # the receiver keeps pages unmapped between passes until END (which drops what is
