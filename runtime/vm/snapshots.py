@@ -126,9 +126,16 @@ def check_tag(tag) -> str:
     except UnicodeEncodeError:
         raise StoreError(f"bad snapshot tag '{V.printable(tag)}': not valid UTF-8 (a tag "
                          "is text)") from None
-    if not tag or tag != tag.strip() or "\n" in tag:
-        raise StoreError(f"bad snapshot tag {tag!r}")
+    if not tag or tag != tag.strip() or any(c < " " or c == "\x7f" for c in tag):
+        raise StoreError(f"bad snapshot tag {tag!r}: empty, surrounded by blanks or "
+                         "holding control characters")
     return tag
+
+
+def _db_error(e: sqlite3.Error) -> str:
+    """SQLite's message on one line (a malformed schema quotes its SQL, newlines and all)."""
+    text = " ".join(V.printable(str(e).replace("\n", " ")).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _to_sql_text(value: str, what: str):
@@ -240,22 +247,24 @@ class SnapshotStore:
 
     def __init__(self, path: str, *, create: bool = True, timeout: float = 30.0) -> None:
         self.path = path
+        self.shown = V.printable(os.fsdecode(path))         # the path, in messages
         self.schema = SCHEMA_VERSION
         try:
             st = os.stat(path)
         except FileNotFoundError:
             st = None
         except (OSError, ValueError) as e:
-            raise StoreError(f"cannot open snapshot store {path}: "
+            raise StoreError(f"cannot open snapshot store {self.shown}: "
                              f"{getattr(e, 'strerror', None) or e}") from None
         if st is None and not create:
-            raise StoreError(f"no snapshot store at {path}")
+            raise StoreError(f"no snapshot store at {self.shown}")
         if st is not None and not _stat.S_ISREG(st.st_mode):
-            raise StoreError(f"{path} is {V._file_kind(st)}, not a snapshot store")
+            raise StoreError(f"{self.shown} is {V._file_kind(st)}, not a snapshot store")
         try:
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
         except sqlite3.Error as e:
-            raise StoreError(f"cannot open snapshot store {path}: {e}") from None
+            raise StoreError(f"cannot open snapshot store {self.shown}: "
+                             f"{_db_error(e)}") from None
         try:
             self._check_or_create()
         except BaseException:
@@ -282,28 +291,29 @@ class SnapshotStore:
                     return
                 self.db.execute("COMMIT")
             if "meta" not in tables:
-                raise StoreError(f"{self.path} is an SQLite database but not a dbtlab "
+                raise StoreError(f"{self.shown} is an SQLite database but not a dbtlab "
                                  "snapshot store")
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.Error as e:
             self._rollback()
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-                raise StoreError(f"snapshot store {self.path} is locked by another process "
-                                 f"({e})") from None
-            raise StoreError(f"{self.path} is not a dbtlab snapshot store ({e})") from None
+                raise StoreError(f"snapshot store {self.shown} is locked by another process "
+                                 f"({_db_error(e)})") from None
+            raise StoreError(f"{self.shown} is not a dbtlab snapshot store "
+                             f"({_db_error(e)})") from None
         if meta.get("format") != STORE_FORMAT:
-            raise StoreError(f"{self.path} is an SQLite database but not a dbtlab snapshot "
+            raise StoreError(f"{self.shown} is an SQLite database but not a dbtlab snapshot "
                              "store")
         try:
             schema = int(meta.get("schema", "0"))
         except (ValueError, TypeError):
             schema = 0
         if schema > SCHEMA_VERSION:
-            raise V.VersionError(f"snapshot store {self.path} has schema version {schema}, "
+            raise V.VersionError(f"snapshot store {self.shown} has schema version {schema}, "
                                  f"newer than this dbtlab reads ({SCHEMA_VERSION}): it was "
                                  "written by a newer dbtlab; upgrade dbtlab to use it")
         if schema < 1:
-            raise StoreError(f"snapshot store {self.path}: unknown schema version "
+            raise StoreError(f"snapshot store {self.shown}: unknown schema version "
                              f"{meta.get('schema')!r}")
         self.schema = schema
 
@@ -318,7 +328,7 @@ class SnapshotStore:
         try:
             self.db.close()
         except sqlite3.Error as e:
-            raise StoreError(f"snapshot store {self.path}: {e}") from None
+            raise StoreError(f"snapshot store {self.shown}: {_db_error(e)}") from None
 
     def __enter__(self) -> "SnapshotStore":
         return self
@@ -341,7 +351,7 @@ class SnapshotStore:
                 self._rollback()
                 raise
         except sqlite3.Error as e:
-            raise StoreError(f"snapshot store {self.path}: {what}: {e}") from None
+            raise StoreError(f"snapshot store {self.shown}: {what}: {_db_error(e)}") from None
 
     def _rows(self, sql: str, args=()) -> list:
         """Every row of a query (fetched here: SQLite reports a damaged file while rows
@@ -349,7 +359,7 @@ class SnapshotStore:
         try:
             return self.db.execute(sql, args).fetchall()
         except sqlite3.Error as e:
-            raise StoreError(f"snapshot store {self.path}: {e}") from None
+            raise StoreError(f"snapshot store {self.shown}: {_db_error(e)}") from None
 
     def _one(self, sql: str, args=()):
         rows = self._rows(sql, args)
@@ -360,7 +370,7 @@ class SnapshotStore:
         for v, t in zip(row, _INFO_TYPES):
             if not isinstance(v, t) or isinstance(v, bool):
                 name = row[0] if isinstance(row[0], str) else "?"
-                raise StoreError(f"snapshot '{V.printable(name)}' in {self.path} is damaged: its "
+                raise StoreError(f"snapshot '{V.printable(name)}' in {self.shown} is damaged: its "
                                  f"record holds {type(v).__name__} {_short(v)} where "
                                  f"{getattr(t, '__name__', 'text')} belongs")
         vals = list(row)
@@ -394,7 +404,7 @@ class SnapshotStore:
         have = [V.printable(t) if isinstance(t, str) else "?" for t in have]
         hint = f" (it has: {', '.join(have[:10])}{', ...' if len(have) > 10 else ''})" \
             if have else " (it is empty)"
-        return StoreError(f"no snapshot '{tag}' in {self.path}{hint}")
+        return StoreError(f"no snapshot '{tag}' in {self.shown}{hint}")
 
     def stats(self) -> dict:
         """Counts for the whole store: snapshots, distinct pages, their compressed bytes."""
@@ -405,7 +415,7 @@ class SnapshotStore:
         try:
             size = os.path.getsize(self.path)
         except OSError as e:
-            raise StoreError(f"snapshot store {self.path}: {e.strerror or e}") from None
+            raise StoreError(f"snapshot store {self.shown}: {e.strerror or e}") from None
         return {"snapshots": n, "pages": pages, "page_bytes": nbytes, "page_refs": refs,
                 "file_bytes": size}
 
@@ -445,7 +455,7 @@ class SnapshotStore:
             old = db.execute("SELECT id FROM snapshots WHERE tag = ?", (tag,)).fetchone()
             if old is not None:
                 if not replace:
-                    raise StoreError(f"snapshot '{tag}' already exists in {self.path}")
+                    raise StoreError(f"snapshot '{tag}' already exists in {self.shown}")
                 self._delete_rows(old[0])
             # which contents are there already
             known: dict[bytes, tuple[int, int]] = {}
@@ -508,7 +518,7 @@ class SnapshotStore:
             try:
                 sid, values, sections, refs = self._read_verified(tag, schema=1)
             except StoreError as e:
-                raise StoreError(f"cannot upgrade snapshot store {self.path} from schema "
+                raise StoreError(f"cannot upgrade snapshot store {self.shown} from schema "
                                  f"version 1 to {SCHEMA_VERSION}: {e}") from None
             sums = {}
             for name, version, payload, _c in sections:
@@ -528,7 +538,7 @@ class SnapshotStore:
     def _read_verified(self, tag: str, schema: int):
         """The rows of snapshot ``tag``, checked: (id, record values, sections, page refs
         as (pn, page id, hash, data) in page order). StoreError names what is damaged."""
-        damaged = f"snapshot '{tag}' in {self.path} is damaged"
+        damaged = f"snapshot '{tag}' in {self.shown} is damaged"
         row = self._one(f"SELECT id, {_INFO_COLS}, memory_map, "
                         + ("pages_digest, checksum" if schema >= 2 else "NULL, NULL")
                         + " FROM snapshots WHERE tag = ?", (tag,))
@@ -583,7 +593,7 @@ class SnapshotStore:
         check_tag(tag)
         _sid, values, sections, refs = self._read_verified(tag, self.schema)
         fmt, memory_map = values[7], values[12]
-        damaged = f"snapshot '{tag}' in {self.path} is damaged"
+        damaged = f"snapshot '{tag}' in {self.shown} is damaged"
         if fmt > V.FORMAT_VERSION:
             raise V.VersionError(f"snapshot '{tag}' has stream format version {fmt}, newer "
                                  f"than this dbtlab reads ({V.FORMAT_VERSION})")
