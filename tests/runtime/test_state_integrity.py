@@ -310,6 +310,20 @@ def test_sqlite_errors_while_rows_are_read_are_store_errors(store, tmp_path):
         SnapshotStore(str(tmp_path / "fifo.db"))
 
 
+def test_an_sqlite_message_spanning_lines_is_one_line(store):
+    """A malformed schema: SQLite's message quotes the table's SQL with its newlines."""
+    con = sqlite3.connect(store)
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET sql = replace(sql, 'pages(', '`ges(') "
+                "WHERE name = 'pages'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="malformed database schema") as e:
+        SnapshotStore(store)
+    one_line(e.value)
+    assert_one_line_error(cli("snapshot", "list", store), "malformed database schema")
+
+
 def test_a_locked_store_is_a_store_error(store, hello):
     other = sqlite3.connect(store, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
@@ -409,6 +423,15 @@ def test_tags_that_are_not_utf8_are_refused(store, hello, tmp_path, tag):
             S.savevm(m, store, tag)
     finally:
         m.close()
+
+
+def test_tags_with_control_characters_are_refused(store, hello):
+    with SnapshotStore(store) as st:
+        for tag in ("a\tb", "x\ry", "\x1b[31mred", "del\x7f", "two\nlines"):
+            with pytest.raises(StoreError, match="control characters") as e:
+                st.save(hello[0], tag)
+            one_line(e.value)
+        assert st.tags() == ["a", "b"]
 
 
 def test_cli_refuses_tags_that_are_not_utf8(store, tmp_path):
@@ -537,6 +560,48 @@ def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_pat
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert r.stdout.split() == [b"ok", str(os.path.getsize(src)).encode()]
     assert (tmp_path / "out.vm").read_bytes() == src.read_bytes()
+
+
+def test_a_huge_mostly_untouched_mapping_is_saved_and_loaded_by_range(tmp_path):
+    """A 64 GiB mapping with two written pages: capture reads only the written pages
+    (page_bytes is counted, and refuses to be walked over the whole mapping), and the
+    snapshot loads back through the store into a new machine."""
+    from dbtlab.runtime.linux.memory import PROT_READ, PROT_WRITE
+    m = guest("hello").machine("interp")
+    big, size = 1 << 36, 1 << 36
+    try:
+        m.run(stop_at=5000)
+        m.mem.map(big, size, PROT_READ | PROT_WRITE, "big")
+        m.mem.poke(big + 12345 * 4096 + 7, b"x")
+        m.mem.poke(big + size - 1, b"y")
+        calls = []
+        real = m.mem.page_bytes
+
+        def counted(pn):
+            calls.append(pn)
+            assert len(calls) < 10_000, "capture walks every mapped page"
+            return real(pn)
+        m.mem.page_bytes = counted
+        snap = V.capture(m)
+        del m.mem.page_bytes
+    finally:
+        m.close()
+    first = big >> 12
+    assert (first, size >> 12, PROT_READ | PROT_WRITE, "big") in snap.memory.regions
+    assert snap.memory.pages[first + 12345][7:8] == b"x"
+    assert snap.memory.pages[first + (size >> 12) - 1][-1:] == b"y"
+    db = str(tmp_path / "s.db")
+    with SnapshotStore(db) as st:
+        st.save(snap, "big")
+        back = st.load("big")
+    assert same(back, V.loads(V.dumps(snap)))
+    m2 = V.instantiate(back, stdout=os.open(os.devnull, os.O_WRONLY))
+    try:
+        assert m2.mem.peek(big + 12345 * 4096 + 7, 1) == b"x"
+        assert m2.mem.peek(big + size - 1, 1) == b"y"
+        assert m2.mem.peek(big + 999 * 4096, 4096) == bytes(4096)
+    finally:
+        m2.close()
 
 
 def test_regions_beyond_the_address_space_are_refused(hello):
