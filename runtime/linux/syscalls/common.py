@@ -181,5 +181,14 @@ def timespec_ns(proc: Process, addr: int) -> int:
     return sec * 1_000_000_000 + nsec
 
 
+KTIME_MAX = (1 << 63) - 1
+
+
+def sleep_for(proc: Process, ns: int) -> None:
+    """Let ns of guest time pass. As Linux saturates times at KTIME_MAX, no clock goes past
+    it: a longer sleep ends there (in virtual time; on the host's clock it never ends)."""
+    proc.sleep_ns(min(ns, max(0, KTIME_MAX - proc.clock_ns(0))))
+
+
 def write_timespec(proc: Process, addr: int, ns: int) -> None:
     write_struct(proc, addr, "<qq", ns // 1_000_000_000, ns % 1_000_000_000)
