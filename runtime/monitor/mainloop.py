@@ -355,6 +355,8 @@ class VM:
             try:
                 await self.vcpu.pause(timeout)
             except TimeoutError:
+                if was:                         # the stop did not take: take it back
+                    self.vcpu.resume()
                 raise VMError(f"the vCPU did not stop within {timeout:g} s (the guest is "
                               "blocked in a host system call); try again") from None
         self.set_runstate(new_state)
