@@ -1,13 +1,18 @@
-"""The guest stays inside its own process: hostile syscall arguments never raise out of
-the syscall layer."""
+"""The guest stays inside its own process: a syscall given a buffer size no user range
+can have fails with EFAULT before it copies anything, as Linux's access_ok makes it, and
+hostile syscall arguments never raise out of the syscall layer. Single syscalls are
+checked through handle_syscall on a live machine."""
 
 from __future__ import annotations
 
+import errno
+import os
 import struct
 from pathlib import Path
 
 import pytest
 
+from dbtlab.ir.abi import ADDR_LIMIT
 from dbtlab.ir.state import CPUState
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.linux.memory import PROT_READ, PROT_WRITE
@@ -81,6 +86,52 @@ def live(tmp_path):
     g = Live(tmp_path)
     yield g
     g.close()
+
+
+@pytest.mark.parametrize("count", [M64, 1 << 63, ADDR_LIMIT])
+def test_huge_counts_fault_before_anything_is_copied(live, tmp_path, count):
+    """access_ok on the whole range: a buffer on the stack with a count that runs past
+    2**38 is EFAULT and the stack is untouched (before: read copied up to 2 GiB over the
+    stack, getrandom up to 32 MiB)."""
+    (tmp_path / "f").write_bytes(b"y" * 100000)
+    f = live.open(str(tmp_path / "f"), O_RDWR)
+    hi = live.m.program.stack_range[1]
+    buf = hi - 0x3000
+    before = live.mem.read(buf, hi - buf)
+    iov = live.alloc(struct.pack("<QQ", buf, count & ((1 << 63) - 1) or 1 << 62))
+    for nr, args in (("read", (f, buf, count)), ("write", (f, buf, count)),
+                     ("pread64", (f, buf, count, 0)), ("pwrite64", (f, buf, count, 0)),
+                     ("readv", (f, iov, 1)), ("writev", (f, iov, 1)),
+                     ("getrandom", (buf, count, 0))):
+        assert live.call(nr, *args) == -errno.EFAULT, nr
+    d = live.open(str(tmp_path), O_DIRECTORY)
+    assert live.call("getdents64", d, buf, 0xFFFFFFFF) == -errno.EFAULT
+    assert live.mem.read(buf, hi - buf) == before
+    assert os.path.getsize(tmp_path / "f") == 100000
+
+
+def test_counts_inside_the_address_space_copy_the_accessible_prefix(live, tmp_path):
+    (tmp_path / "f").write_bytes(b"z" * 10000)
+    f = live.open(str(tmp_path / "f"), O_RDWR)
+    end = SCRATCH + 0x10000
+    assert live.call("read", f, end - 100, 1 << 37) == 100            # stops at the hole
+    assert live.call("pwrite64", f, end - 100, 1 << 37, 0) == 100
+    assert live.call("read", f, end, 10) == -errno.EFAULT
+    assert live.call("read", f, 0, 0) == 0
+    assert live.call("read", f, ADDR_LIMIT, 0) == 0
+    assert live.call("read", f, ADDR_LIMIT + 1, 0) == -errno.EFAULT
+    iov = live.alloc(struct.pack("<QQ", SCRATCH, (1 << 63) + 5))
+    assert live.call("readv", f, iov, 1) == -errno.EINVAL
+
+
+def test_getcwd_copies_the_path_and_nothing_more(live, tmp_path):
+    cwd = str(tmp_path).encode() + b"\0"
+    buf = live.alloc(b"Z" * (len(cwd) + 64))
+    for size in (len(cwd), 1 << 63, M64):
+        assert live.call("getcwd", buf, size) == len(cwd)
+        assert live.mem.read(buf, len(cwd) + 64) == cwd + b"Z" * 64
+    assert live.call("getcwd", buf, len(cwd) - 1) == -errno.ERANGE
+    assert live.call("getcwd", 0, len(cwd)) == -errno.EFAULT
 
 
 def test_clocks_saturate_after_the_longest_sleeps(live):

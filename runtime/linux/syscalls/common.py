@@ -15,7 +15,9 @@ import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from dbtlab.runtime.linux.memory import PAGE_SIZE, PROT_WRITE, GuestMemory
+from dbtlab.ir.abi import ADDR_LIMIT, GuestFault
+from dbtlab.ir.state import FAULT_LOAD, FAULT_STORE
+from dbtlab.runtime.linux.memory import PROT_READ, PROT_WRITE, GuestMemory
 from dbtlab.runtime.linux.process import FileDesc, Process, SyscallError
 
 __all__ = ["SyscallError", "Syscall", "TABLE", "syscall", "E"]
@@ -87,26 +89,49 @@ def convert(kind: str, value: int) -> int:
     return _CONVERT.get(kind, _u64)(value)
 
 
-# ---- guest memory helpers ------------------------------------------------------------------
+# ---- guest buffers -------------------------------------------------------------------------
+def access_ok(addr: int, n: int) -> bool:
+    """Linux's access_ok: [addr, addr+n) lies inside the user address space and does not
+    wrap. It says nothing about what is mapped there."""
+    return 0 <= n <= ADDR_LIMIT and 0 <= addr <= ADDR_LIMIT - n
+
+
+def accessible_prefix(mem: GuestMemory, addr: int, n: int, need: int) -> int:
+    """How many of the n bytes at addr the guest may access with ``need`` (PROT_READ or
+    PROT_WRITE): the copy a syscall makes stops at the first page it may not touch."""
+    if n <= 0:
+        return 0
+    try:
+        mem.check(addr, n, need, FAULT_STORE if need & PROT_WRITE else FAULT_LOAD)
+    except GuestFault as f:
+        return max(0, min(n, f.addr - addr))
+    return n
+
+
 def writable_prefix(mem: GuestMemory, addr: int, n: int) -> int:
-    """How many of the n bytes at addr the guest may write (stops at the first bad page)."""
-    done = 0
-    while done < n:
-        p = mem.pages.get((addr + done) >> 12) if 0 <= addr + done else None
-        if p is None or not p.prot & PROT_WRITE:
-            break
-        done += PAGE_SIZE - ((addr + done) & (PAGE_SIZE - 1))
-    return min(done, n)
+    return accessible_prefix(mem, addr, n, PROT_WRITE)
 
 
 def readable_prefix(mem: GuestMemory, addr: int, n: int) -> int:
-    done = 0
-    while done < n:
-        p = mem.pages.get((addr + done) >> 12) if 0 <= addr + done else None
-        if p is None or not p.prot & 1:
-            break
-        done += PAGE_SIZE - ((addr + done) & (PAGE_SIZE - 1))
-    return min(done, n)
+    return accessible_prefix(mem, addr, n, PROT_READ)
+
+
+def user_span(proc: Process, buf: int, count: int, *, writable: bool,
+              limit: int = MAX_RW_COUNT) -> int:
+    """How many bytes of the guest buffer [buf, buf+count) a syscall transfers, sized as
+    Linux does: EFAULT before anything is copied when the whole range is not inside the
+    user address space (access_ok on the full count); then at most ``limit`` bytes and only
+    the accessible prefix (a copy that faults part-way returns what it copied); EFAULT when
+    not even the first byte is accessible. 0 for a count of 0."""
+    if not access_ok(buf, count):
+        raise SyscallError(E.EFAULT)
+    n = min(count, limit)
+    if n == 0:
+        return 0
+    n = accessible_prefix(proc.mem, buf, n, PROT_WRITE if writable else PROT_READ)
+    if n == 0:
+        raise SyscallError(E.EFAULT)
+    return n
 
 
 def read_path(proc: Process, addr: int) -> str:

@@ -20,10 +20,10 @@ from dbtlab.runtime.linux.process import SIGPIPE, FileDesc, Process, SyscallErro
 from dbtlab.runtime.linux.syscalls.common import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD,
                                             AT_NO_AUTOMOUNT, AT_REMOVEDIR,
                                             AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW,
-                                            MAX_RW_COUNT, E, host_fd_of, proc_self_path,
-                                            read_path, read_path_maybe_empty,
+                                            MAX_RW_COUNT, E, access_ok, host_fd_of,
+                                            proc_self_path, read_path, read_path_maybe_empty,
                                             read_struct, readable_prefix, resolve, syscall,
-                                            write_struct, writable_prefix)
+                                            user_span, write_struct, writable_prefix)
 
 # ---- open flags (asm-generic values, used by riscv64) --------------------------------------
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
@@ -164,15 +164,8 @@ def _check_dir(d: FileDesc) -> None:
 
 
 def _buffer_span(proc: Process, buf: int, count: int, *, writable: bool) -> int:
-    """How many bytes of a guest buffer a read or write transfers, as Linux does: at most
-    MAX_RW_COUNT, and only the accessible prefix; EFAULT when none of it is."""
-    n = min(count, MAX_RW_COUNT)
-    if n == 0:
-        return 0
-    n = (writable_prefix if writable else readable_prefix)(proc.mem, buf, n)
-    if n == 0:
-        raise SyscallError(E.EFAULT)
-    return n
+    """How many bytes of a guest buffer a read or write transfers (``user_span``)."""
+    return user_span(proc, buf, count, writable=writable)
 
 
 @syscall(63, "read", ("fd", "ptr", "size"))
@@ -203,11 +196,12 @@ def _iovecs(proc: Process, iov: int, iovcnt: int) -> list[tuple[int, int]]:
         return []
     raw = proc.mem.read(iov, 16 * iovcnt)
     vecs = list(struct.iter_unpack("<QQ", raw))
-    total = 0
     for _base, ln in vecs:
-        if ln >> 63:
+        if ln >> 63:                                  # a negative ssize_t
             raise SyscallError(E.EINVAL)
-        total += ln
+    for base, ln in vecs:                             # access_ok on every segment
+        if not access_ok(base, ln):
+            raise SyscallError(E.EFAULT)
     return vecs
 
 
@@ -547,6 +541,8 @@ def _access(proc: Process, dirfd: int, pathname: int, mode: int, flags: int) -> 
 
 @syscall(17, "getcwd", ("ptr", "size"))
 def sys_getcwd(proc: Process, buf: int, size: int) -> int:
+    """The copy is the path and its NUL, never more, whatever size says (ERANGE if it does
+    not fit); no access_ok on size, as in Linux."""
     b = os.fsencode(proc.cwd) + b"\0"
     if size < len(b):
         raise SyscallError(E.ERANGE)
@@ -723,13 +719,18 @@ def sys_getdents64(proc: Process, fd: int, dirp: int, count: int) -> int:
         raise SyscallError(E.ENOTDIR)
     if _getdents64 is None:
         raise SyscallError(E.ENOSYS)
-    n = min(count, 1 << 20)
-    if writable_prefix(proc.mem, dirp, n) < n:
+    if not access_ok(dirp, count):
         raise SyscallError(E.EFAULT)
+    want = min(count, 1 << 20)
+    n = writable_prefix(proc.mem, dirp, want)
+    if n == 0:
+        raise SyscallError(E.EFAULT if want else E.EINVAL)
     buf = ctypes.create_string_buffer(n)
     r = _getdents64(hfd, buf, n)
     if r < 0:
-        raise SyscallError(ctypes.get_errno())
+        err = ctypes.get_errno()
+        # the first record did not fit in the accessible part: Linux faults on it
+        raise SyscallError(E.EFAULT if err == E.EINVAL and n < want else err)
     proc.mem.write(dirp, buf.raw[:r])
     return r
 
