@@ -29,7 +29,7 @@ from dbtlab.runtime.errors import DbtError
 from dbtlab.runtime.vm import vmstate as V
 from dbtlab.runtime.vm.snapshots import SCHEMA_VERSION, SnapshotStore, StoreError
 from tests.conftest import GUESTS, ROOT
-from tests.runtime.snapshot_kit import Out, Sec, frame, guest, sections
+from tests.runtime.snapshot_kit import Out, Sec, frame, guest, resume, sections
 
 HELLO = str(GUESTS / "bin/hello")
 
@@ -324,6 +324,27 @@ def test_an_sqlite_message_spanning_lines_is_one_line(store):
     assert_one_line_error(cli("snapshot", "list", store), "malformed database schema")
 
 
+def test_stored_text_that_is_not_utf8_is_a_store_error(store):
+    """A TEXT value that is not UTF-8 in a row is an sqlite3 error, but in the schema
+    table sqlite3 raises UnicodeDecodeError (found by the long store-file fuzz run)."""
+    sql(store, "UPDATE snapshots SET tag = CAST(X'62ff' AS TEXT) WHERE tag = 'b'")
+    with SnapshotStore(store) as st:
+        with pytest.raises(StoreError, match="Could not decode to UTF-8") as e:
+            st.list()
+        one_line(e.value)
+        assert same(st.load("a"), st.load("a"))
+    con = sqlite3.connect(store)
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET name = CAST(X'6d65ff61' AS TEXT) WHERE name = "
+                "'meta'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="is not a dbtlab snapshot store .*can't decode") as e:
+        SnapshotStore(store)
+    one_line(e.value)
+    assert_one_line_error(cli("snapshot", "list", store), "can't decode byte 0xff")
+
+
 def test_a_locked_store_is_a_store_error(store, hello):
     other = sqlite3.connect(store, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
@@ -538,7 +559,7 @@ def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_pat
     """A 2**26-page region (the whole 2**38-byte address space) with a few pages stored:
     reading, importing, exporting and sizing the stream touch only the stored pages. Run
     with a 1 GiB address-space limit: iterating 2**26 page numbers (before) needs more."""
-    huge = V.MemoryImage([(0, 1 << 26, 3, "everything")], dict(hello[0].memory.pages))
+    huge = V.MemoryImage([(0, 1 << 26, 7, "everything")], dict(hello[0].memory.pages))
     src = tmp_path / "huge.vm"
     V.write_file(V.VMSnapshot(hello[0].program, hello[0].cpu, hello[0].process, huge),
                  str(src))
@@ -548,7 +569,7 @@ def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_pat
         from dbtlab.runtime.vm.snapshots import SnapshotStore
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         snap = V.read_file(sys.argv[1])
-        assert snap.memory.regions == [(0, 1 << 26, 3, "everything")]
+        assert snap.memory.regions == [(0, 1 << 26, 7, "everything")]
         with SnapshotStore(sys.argv[2]) as st:
             info = st.import_stream(sys.argv[1], "huge")
             st.export("huge", sys.argv[3])
@@ -560,6 +581,10 @@ def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_pat
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert r.stdout.split() == [b"ok", str(os.path.getsize(src)).encode()]
     assert (tmp_path / "out.vm").read_bytes() == src.read_bytes()
+    # and it loads into a machine (memory is mapped by range) that runs to the same end
+    res, out = resume(V.read_file(str(src)), "interp")
+    ref_res, ref_out = resume(hello[0], "interp")
+    assert (res.status, out) == (ref_res.status, ref_out) and b"translator" in out
 
 
 def test_a_huge_mostly_untouched_mapping_is_saved_and_loaded_by_range(tmp_path):
