@@ -128,7 +128,7 @@ def flip_section_bit(path: str, name: str, byte: int, bit: int = 0) -> None:
     con.close()
 
 
-# ---- item 7: every stored section and page is verified ----------------------------------------
+# ---- every stored section and page is verified ----------------------------------------------
 @pytest.mark.parametrize("name,byte", [("cpu", -1), ("cpu", 8 * 10), ("program", -1),
                                        ("process", 40)])
 def test_a_flipped_bit_in_a_stored_section_is_refused(store, base_store, name, byte):
@@ -272,7 +272,7 @@ def test_a_previous_schema_store_loads_and_is_upgraded_by_a_save(store, base_sto
             st.load("a")
 
 
-# ---- item 8: SQLite errors and values SQLite cannot hold --------------------------------------
+# ---- SQLite errors and values SQLite cannot hold --------------------------------------------
 def corrupt_a_leaf(path: str, table: str) -> None:
     """An impossible cell count in a middle leaf page of the table: SQLite reports the
     damage only when a row there is read ("database disk image is malformed"), after the
@@ -480,7 +480,7 @@ def test_cli_refuses_tags_that_are_not_utf8(store, tmp_path):
         assert "od\\xffd" in st.tags()
 
 
-# ---- item 8: what a snapshot names is checked before it is opened -----------------------------
+# ---- what a snapshot names is checked before it is opened -----------------------------------
 @pytest.fixture
 def specials(tmp_path):
     """A directory, a FIFO, a socket, a character device, the host's /proc/self/mem."""
@@ -554,7 +554,7 @@ def test_a_regular_file_descriptor_is_still_reopened(hello, tmp_path):
         m.close()
 
 
-# ---- item 3: declared sizes never drive allocation or loops beyond the data --------------------
+# ---- declared sizes never drive allocation or loops beyond the data -------------------------
 def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_path):
     """A 2**26-page region (the whole 2**38-byte address space) with a few pages stored:
     reading, importing, exporting and sizing the stream touch only the stored pages. Run
@@ -672,7 +672,7 @@ def test_a_section_length_beyond_the_data_allocates_nothing(hello, tmp_path):
         V.loads(lie)
 
 
-# ---- fuzz target (a): mutated streams ----------------------------------------------------------
+# ---- fuzz target (a): mutated streams -------------------------------------------------------
 def _mutate_stream(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, bool, int]:
     """(mutated stream, re-framed?, first changed byte). Raw mutations keep the CRCs as
     they were; re-framed ones edit a payload and frame it again with correct CRCs, so
@@ -776,7 +776,7 @@ def test_fuzz_stream_mutations_long(hello, tmp_path):
         _stream_cases(20000, 1000 + seed, hello, tmp_path)
 
 
-# ---- fuzz target (b): mutated store files ------------------------------------------------------
+# ---- fuzz target (b): mutated store files ---------------------------------------------------
 _TABLES = {"snapshots": ("tag", "created", "instret", "program_path", "format_version",
                          "size", "pages", "memory_map", "pages_digest", "checksum"),
            "sections": ("snapshot_id", "name", "version", "payload", "checksum"),
