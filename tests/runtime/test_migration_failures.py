@@ -745,3 +745,37 @@ def test_fuzz_mutated_streams(stream):
 @pytest.mark.slow
 def test_fuzz_mutated_streams_long(stream):
     _fuzz_destination(stream, 400, seed=3)
+
+
+# ---- a guest that cannot be stopped in time ------------------------------------------------------
+#: a round, then 1.5 s in nanosleep (a host system call: the vCPU stops when it returns)
+SLEEPY = ("1000000000", "16", "1", "1500")
+
+
+def test_a_stop_that_times_out_leaves_the_guest_running(tmp_path, monkeypatch):
+    """A guest blocked in a host system call does not stop within STOP_TIMEOUT: ``stop``
+    (and savevm, and a migration's stop-and-copy, which stop the same way) fails, and the
+    guest runs on (it used to stay asked to stop, parked for good once the call returned,
+    with run state "running")."""
+    from dbtlab.runtime.monitor import mainloop
+    monkeypatch.setattr(mainloop, "STOP_TIMEOUT", 0.2)
+
+    async def main():
+        async with Source(tmp_path, SLEEPY) as src:
+            await poll(lambda: len(src.lines()) >= 1, "output")
+            vm = src.vm
+            for _ in range(20):         # in nanosleep almost all the time: soon found there
+                try:
+                    await vm.stop()
+                except mainloop.VMError as e:
+                    assert "did not stop within 0.2 s" in str(e)
+                    break
+                await vm.cont()
+            else:
+                raise AssertionError("the guest always stopped in time")
+            assert vm.runstate == "running"
+            await src.assert_running()
+            monkeypatch.setattr(mainloop, "STOP_TIMEOUT", DEADLINE)
+            await src.assert_output_exact()
+
+    asyncio.run(main())
