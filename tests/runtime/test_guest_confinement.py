@@ -136,7 +136,6 @@ status 0 signal None memfd unchanged
 """
 
 
-@pytest.mark.parametrize("accel", ["interp", "llvm", "unicorn"])
 def test_guest_attacking_from_inside_reaches_nothing_of_the_host(accel, tmp_path):
     """The guest walks /proc/self/fd, /dev/fd, /proc/<dbtlab's pid>, links to them, every
     other process in /proc, a dirfd and a cwd inside /proc, and tries to open, truncate,
