@@ -322,6 +322,25 @@ def test_links_and_relative_paths_into_proc_are_walked_by_the_guests_rules(live,
     assert live.read_all(live.open(str(tmp_path / "toreal"))) == b"x"
 
 
+def test_a_host_descriptor_inside_any_proc_pid_is_refused_after_the_open(tmp_path):
+    """The last check of every open, for a procfs mount the path walk cannot recognise
+    (a bind mount elsewhere): a descriptor under /proc/<pid> is closed, ENOENT; other
+    procfs files and ordinary files pass."""
+    from dbtlab.runtime.linux.process import SyscallError
+    from dbtlab.runtime.linux.syscalls import fs
+    (tmp_path / "x").write_text("x")
+    for path, refused in ((f"/proc/{os.getpid()}/status", True), ("/proc/self/mem", True),
+                          ("/proc/cpuinfo", False), (str(tmp_path / "x"), False)):
+        hfd = os.open(path, os.O_RDONLY)
+        try:
+            fs._refuse_host_proc(hfd)
+        except SyscallError as e:                         # (and hfd is closed)
+            assert refused and e.errno == errno.ENOENT, path
+        else:
+            assert not refused, path
+            os.close(hfd)
+
+
 def test_proc_self_mem_is_the_guests_memory_with_ptrace_rights(live):
     a = live.alloc(b"guest bytes")
     ro = live.m.program.entry & ~0xFFF                    # the program's text: r-x

@@ -513,8 +513,8 @@ class _OpenHow(ctypes.Structure):
 _SYS_OPENAT2 = 437                    # the same number on every Linux architecture
 _RESOLVE_NO_MAGICLINKS = 0x02
 _openat2_missing = False
-_PROC_PID_RE = re.compile(r"/proc/(\d+|self|thread-self)(/|$)")
-_proc_dev: list[int | None] = []
+_PROC_PID_RE = re.compile(r"/(\d+|self|thread-self)(/|$)")
+_PROC_SUPER_MAGIC = 0x9FA0
 
 
 def _host_open(path: str, hflags: int, mode: int) -> int:
@@ -540,17 +540,15 @@ def _host_open(path: str, hflags: int, mode: int) -> int:
 
 
 def _refuse_host_proc(hfd: int) -> None:
-    """Belt and braces: a host descriptor that turns out to be a file of some process's
-    /proc/<pid> (reached through a mount ``lookup`` cannot see) is closed, ENOENT."""
-    if not _proc_dev:
-        try:
-            _proc_dev.append(os.stat("/proc").st_dev)
-        except OSError:
-            _proc_dev.append(None)
+    """Belt and braces: a host descriptor that turns out to be a file under some
+    process's /proc/<pid>, in any procfs mount (one ``lookup`` cannot recognise by its
+    path), is closed: ENOENT."""
+    buf = ctypes.create_string_buffer(256)                # struct statfs; f_type first
+    if _libc.fstatfs(hfd, buf) != 0 or \
+            ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF != _PROC_SUPER_MAGIC:
+        return
     try:
-        if os.fstat(hfd).st_dev != _proc_dev[0]:
-            return
-        bad = _PROC_PID_RE.match(os.readlink(f"/proc/self/fd/{hfd}")) is not None
+        bad = _PROC_PID_RE.search(os.readlink(f"/proc/self/fd/{hfd}")) is not None
     except OSError:
         bad = True
     if bad:
