@@ -170,7 +170,7 @@ def test_guest_report_agrees_with_qemu_on_its_own_process(tmp_path):
     shutil.copy(CONFINE, prog)
     (tmp_path / "data").write_bytes(b"d" * 10000)
     (tmp_path / "host").write_text("1 3")
-    r = subprocess.run(["qemu-riscv64", str(prog), str(tmp_path)], cwd=tmp_path,
+    r = subprocess.run([shutil.which("qemu-riscv64"), str(prog), str(tmp_path)], cwd=tmp_path,
                        env={"A": "1", "B": "two"}, stdin=subprocess.DEVNULL,
                        capture_output=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
