@@ -443,3 +443,73 @@ def test_code_pages_stay_write_protected_across_protect_and_unmap():
         assert e.value.kind == FAULT_LOAD
     finally:
         mem.close()
+
+
+# ---- the memory syscalls on random arguments ---------------------------------------------
+_SIZES = [0, 1, 4095, 4096, 8192, 0x10001, 1 << 20, GIB, 64 * GIB, 200 * GIB, 1 << 38,
+          (1 << 38) + 4096, 1 << 40, 2**63, 2**64 - 4096, 2**64 - 1]
+
+
+def _syscall_fuzz(seed: int, count: int) -> None:
+    """Random mmap/munmap/mprotect/mremap/madvise/brk calls under a changing RLIMIT_AS, half
+    of them near the mappings already there: every call returns (an address or -errno,
+    never an exception), and the memory's map, its mapped total, the process's free-range
+    index and RLIMIT_AS stay consistent."""
+    rng = random.Random(seed)
+    g = Guest()
+    try:
+        for i in range(count):
+            regions = list(g.mem.regions())
+            near = rng.choice(regions)[0] if regions and rng.random() < 0.5 else \
+                rng.choice([0, 0x10000, 0x3000_0000, 1 << 37, (1 << 38) - 4096, 2**63])
+            addr = near + rng.choice([0, 0, 4096, -4096, 123, rng.randrange(1 << 30) & ~4095])
+            size = rng.choice(_SIZES + [rng.randrange(1, 1 << 24)])
+            prot = rng.choice([0, 1, 3, 5, 7, 0x8, 0x1000000])
+            before = g.mem.mapped_size
+            cap = g.proc.rlimits.get(9, (2**64 - 1,))[0]
+            op = rng.randrange(8)
+            if op <= 2:
+                flags = rng.choice([0x22, 0x22, 0x32, 0x100022, 0x02, 0x20, 0x4022])
+                r = g.call("mmap", addr, size, prot, flags, -1, 0)
+            elif op == 3:
+                r = g.call("munmap", addr, size)
+            elif op == 4:
+                r = g.call("mprotect", addr, size, prot)
+            elif op == 5:
+                r = g.call("mremap", addr, rng.choice(_SIZES), size, rng.choice([0, 1, 3, 5]),
+                           rng.choice([0, 1 << 36, addr + (1 << 30)]))
+            elif op == 6:
+                r = g.call("madvise", addr, size, rng.choice([0, 4, 8, 9]))
+            else:
+                r = g.call("brk", g.proc.brk + rng.choice([-8192, 0, 4096, GIB, 64 * GIB,
+                                                           1 << 40]))
+            assert isinstance(r, int)
+            if g.mem.mapped_size > before:        # whatever grew stayed under RLIMIT_AS
+                assert g.mem.mapped_size <= cap
+            maps = g.mem.mappings()
+            assert g.mem.mapped_size == sum(m.size for m in maps)
+            assert all(a.end <= b.start for a, b in zip(maps, maps[1:]))
+            assert all(0 <= m.start < m.end <= 1 << 38 for m in maps)
+            runs = [(s, e) for s, e, *_ in g.mem.regions()]
+            merged: list[list[int]] = []
+            for s, e in runs:
+                if merged and merged[-1][1] == s:
+                    merged[-1][1] = e
+                else:
+                    merged.append([s, e])
+            assert list(g.proc.mapped) == [tuple(m) for m in merged]
+            if i % 50 == 25:                     # now and then, a new RLIMIT_AS
+                cap = rng.choice([2**64 - 1, g.mem.mapped_size + rng.randrange(1 << 32)])
+                g.proc.rlimits[9] = (cap, 2**64 - 1)     # (prlimit64 is checked above)
+    finally:
+        g.close()
+
+
+def test_memory_syscalls_on_random_arguments():
+    _syscall_fuzz(7, 1500)
+
+
+@pytest.mark.slow
+def test_memory_syscalls_on_random_arguments_long():
+    for seed in range(8, 28):
+        _syscall_fuzz(seed, 2000)
