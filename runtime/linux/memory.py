@@ -33,7 +33,7 @@ import ctypes
 import errno
 import logging
 import os
-from collections.abc import Mapping as Mapping_
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -125,7 +125,7 @@ class Mapping:
         return None if self.offset is None else self.offset + (addr - self.start)
 
 
-class PageMap(Mapping_):
+class PageMap(AbcMapping):
     """The mapped pages as a read-only mapping page number -> ``Page``, computed from the
     interval map. Lookups cost a bisection; iterating walks every mapped page, so code
     that may meet huge mappings uses ``GuestMemory.mappings()`` or ``regions()``."""
