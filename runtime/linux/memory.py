@@ -226,8 +226,6 @@ class GuestMemory:
         self._code: set[int] = set()               # pages holding translated code
         #: bytes mapped in all (Linux's total_vm, which RLIMIT_AS limits)
         self.mapped_size = 0
-        #: per-page view of the map (page number -> Page); see PageMap
-        self.pages = PageMap(self)
         self._fd = os.memfd_create("dbtlab-guest", getattr(os, "MFD_CLOEXEC", 1))
         os.ftruncate(self._fd, ADDR_LIMIT + GUARD_SIZE)
         self.host_base = _libc.mmap(None, ADDR_LIMIT, _HOST_RW, _MAP_SHARED | _MAP_NORESERVE,
@@ -253,6 +251,12 @@ class GuestMemory:
         self.write_bits = (ctypes.c_uint8 * nbytes)()
         self._rbits = memoryview(self.read_bits).cast("B")
         self._wbits = memoryview(self.write_bits).cast("B")
+
+    @property
+    def pages(self) -> PageMap:
+        """Per-page view of the map (page number -> Page); see PageMap. (Made on each use,
+        so that the memory holds no reference cycle: closing and dropping it frees it.)"""
+        return PageMap(self)
 
     # ---- host views ----------------------------------------------------------------------
     def host_address(self, addr: int) -> int:
@@ -675,6 +679,7 @@ class GuestMemory:
         self._rbits.release()
         self._wbits.release()
         self._view.release()
+        self.read_bits = self.write_bits = None        # 16 MiB: give them back now
         _libc.munmap(self.host_base, ADDR_LIMIT)
         _libc.munmap(self.guest_base, ADDR_LIMIT + GUARD_SIZE)
         os.close(self._fd)

@@ -513,3 +513,19 @@ def test_memory_syscalls_on_random_arguments():
 def test_memory_syscalls_on_random_arguments_long():
     for seed in range(8, 28):
         _syscall_fuzz(seed, 2000)
+
+
+def test_a_dropped_memory_is_freed_without_the_cycle_collector():
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        mem = GuestMemory()
+        mem.map(0x10000, GIB, RW)
+        assert 0x10 in mem.pages
+        ref = weakref.ref(mem)
+        mem.close()
+        del mem
+        assert ref() is None
+    finally:
+        gc.enable()
