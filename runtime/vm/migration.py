@@ -98,6 +98,8 @@ MAX_LINE = 4096
 MAX_REASON = 1000
 #: bytes handed to the socket at a time (each must leave within x-timeout)
 SEND_PIECE = 1 << 20
+#: bytes the destination reads ahead of its parser (a fast source fills no more memory)
+FEED_LIMIT = 32 << 20
 #: pages compressed per worker-thread job during pre-copy (the loop sends between jobs)
 SLICE_PAGES = 512
 DIRTY_SYNC_MODES = ("auto", "log", "compare")
@@ -509,9 +511,14 @@ class _Peer:
             return self.end
         return why
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Stop reading, then close (never a descriptor the loop still watches)."""
         self.task.cancel()
-        self.sock.close()
+        try:
+            await asyncio.gather(self.task, return_exceptions=True)
+            await asyncio.sleep(0)             # a cancelled send's clean-up runs first
+        finally:
+            self.sock.close()
 
 
 class OutgoingMigration:
@@ -715,7 +722,7 @@ class OutgoingMigration:
     async def _cleanup(self) -> None:
         vm, tracker = self.vm, self._tracker
         if self._peer is not None:
-            self._peer.close()
+            await self._peer.aclose()
         if tracker is not None and vm.vcpu is not None and vm.vcpu.ended is None:
             try:
                 if vm.vcpu.parked:
@@ -860,11 +867,16 @@ class _Feed:
 
     def __init__(self) -> None:
         import queue
+        import threading
         self.q: "queue.Queue[bytes]" = queue.Queue()
         self.pending = b""
         self.eof = False
+        self.queued = 0                # bytes put and not yet taken by the parser
+        self._lock = threading.Lock()
 
     def put(self, data: bytes) -> None:
+        with self._lock:
+            self.queued += len(data)
         self.q.put(data)
 
     def read(self, n: int) -> bytes:
@@ -872,6 +884,8 @@ class _Feed:
             if self.eof:
                 return b""
             self.pending = self.q.get()
+            with self._lock:
+                self.queued -= len(self.pending)
             if not self.pending:
                 self.eof = True
                 return b""
@@ -1042,6 +1056,8 @@ class IncomingMigration:
                     self.received += len(data)
                     if not data:
                         return
+                    while feed.queued > FEED_LIMIT:    # the parser is behind: stop reading
+                        await asyncio.sleep(0.005)
                     if head is not None:
                         head += data
                         prog = peek_program(head)
