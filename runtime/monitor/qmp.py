@@ -52,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -98,6 +99,15 @@ def _reject_constant(name: str):
     raise ValueError(f"invalid literal {name}")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one too large for a double is an error (it would come
+    back in the reply's id as Infinity, which is not JSON)."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return v
+
+
 class JSONStreamer:
     """Splits a byte stream into JSON texts as QEMU's json-streamer does: by bracket
     depth, outside strings, so a message may span reads and lines and several may arrive
@@ -123,7 +133,8 @@ class JSONStreamer:
             out.append(ParseError("JSON parse error, invalid UTF-8 sequence in input"))
             return
         try:
-            out.append(json.loads(text, parse_constant=_reject_constant))
+            out.append(json.loads(text, parse_constant=_reject_constant,
+                                  parse_float=_finite_float))
         except ValueError as e:
             msg = getattr(e, "msg", str(e))
             if len(raw) <= 40 and not raw.startswith((b"{", b"[")):
@@ -165,8 +176,12 @@ class JSONStreamer:
                 i = j + 1
                 continue
             if self.esc:                           # the byte after a backslash
-                self.buf.append(data[i])
                 self.esc = False
+                if data[i] == 0xFF:                # never escaped: a reset, as anywhere
+                    self._fail(out, "stray byte 0xff: partial input discarded", resync=False)
+                    i += 1
+                    continue
+                self.buf.append(data[i])
                 i += 1
                 continue
             if self.in_str:

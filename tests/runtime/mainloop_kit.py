@@ -193,6 +193,10 @@ class EventLog:
         self.task.cancel()
 
 
+def _not_json(name: str):
+    raise ValueError(f"the server sent {name}, which is not JSON")
+
+
 class RawQMP:
     """A QMP connection spoken by hand (for input no real client would send)."""
 
@@ -213,7 +217,7 @@ class RawQMP:
                 raise EOFError(f"connection closed; pending {self.buf!r}")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
+        return json.loads(line, parse_constant=_not_json)     # (NaN, Infinity: not JSON)
 
     def reply(self, data: bytes | str) -> dict:
         """Send, and return the next message that is not an event."""

@@ -299,6 +299,8 @@ def test_bad_qmp_input_gets_error_replies_and_the_session_goes_on(tmp_path):
         err(r.reply(b"}\n"), desc="JSON parse error")
         err(r.reply(b"nonsense\n"), desc="JSON parse error")
         err(r.reply(b'{"execute": "query-status", "id": NaN}\n'), desc="JSON parse error")
+        err(r.reply(b'{"execute": "query-status", "id": 1e999}\n'), desc="out of range")
+        assert r.execute("query-status", id_=-1e308)["id"] == -1e308
         err(r.reply(b'{"execute": "q\xc3("}\n'), desc="invalid UTF-8")
         err(r.reply(b"[" * 2000 + b"]" * 2000 + b"\n"), desc="nesting")
         for text in (b"[1, 2]", b"42", b'"query-status"', b"null", b"true"):
@@ -395,6 +397,8 @@ def test_json_streamer_units():
     assert s.feed(b' still dropped\n{"c": "\xe2\x82\xac"}') == [{"c": "\u20ac"}]
     out = s.feed(b'{"partial": \xff{"d": 2}')        # 0xFF: discard, no line skipped
     assert isinstance(out[0], ParseError) and out[1:] == [{"d": 2}]
+    out = s.feed(b'"after a backslash\\\xff{"e": 3}')  # even right after a backslash
+    assert isinstance(out[0], ParseError) and "0xff" in out[0].desc and out[1:] == [{"e": 3}]
 
 
 def test_addresses():
@@ -512,7 +516,7 @@ def _hostile_value(rng: random.Random, path: str, depth: int = 0):
     if kind == "big":
         return rng.choice((10 ** 30, -(10 ** 200), 10 ** 4000))
     if kind == "float":
-        return rng.choice((0.5, -0.0, 1e308, 1e-320))
+        return rng.choice((0.5, -0.0, 1e308, 1e-320, float("inf")))   # inf: 1e999
     if kind == "str":
         return _hostile_string(rng, path)
     if kind == "bool":
@@ -553,10 +557,10 @@ def _hostile_request(rng: random.Random, path: str) -> dict:
 
 def _hostile_message(rng: random.Random, path: str) -> bytes:
     kind = rng.choice(["request"] * 6 + ["value", "deep", "huge", "utf8", "bytes", "split"])
-    if kind == "request":
-        return json.dumps(_hostile_request(rng, path)).encode()
+    if kind == "request":        # (inf is written 1e999: a number too large for a double)
+        return json.dumps(_hostile_request(rng, path)).replace("Infinity", "1e999").encode()
     if kind == "value":
-        return json.dumps(_hostile_value(rng, path)).encode()
+        return json.dumps(_hostile_value(rng, path)).replace("Infinity", "1e999").encode()
     if kind == "deep":
         d = rng.choice((100, 900, 1023, 1024, 1025, 5000))
         if rng.random() < 0.5:
@@ -626,7 +630,11 @@ def _fuzz_monitor(tmp_path, cases: int, seed: int) -> None:
             r.send(b"\xff\n" + json.dumps({"execute": "query-status",
                                            "id": f"probe-{k}"}).encode())
             while True:
-                msg = r.recv()
+                try:
+                    msg = r.recv()
+                except (OSError, EOFError) as e:
+                    raise AssertionError(f"case {k}: no answer ({e}) after {data[:300]!r}; "
+                                         f"stderr {p.stderr[-2000:]}") from None
                 _check_message(msg)
                 if msg.get("id") == f"probe-{k}":
                     assert msg["return"]["status"] in ("running", "paused"), msg
