@@ -786,3 +786,43 @@ def test_a_stop_that_times_out_leaves_the_guest_running(tmp_path, monkeypatch):
             await src.assert_output_exact()
 
     asyncio.run(main())
+
+
+def test_destination_processes_refuse_mutated_streams(tmp_path, stream):
+    """The fuzz target's verdict, on real ``dbtlab run --incoming`` processes: a mutated
+    stream (bit flips, a cut, a long line in the middle) gets one ERROR line, and the
+    process exits with status 1 and one line on stderr, no traceback."""
+    rng = random.Random(5)
+    n = len(stream)
+    cases = [_flip(rng, stream, 3), stream[:n // 2], stream[:n // 3] + LONG_LINE +
+             stream[n // 3:]]
+    for k, data in enumerate(cases):
+        dst = Dbtlab("run", "--accel", "interp", "--incoming", "tcp:127.0.0.1:0")
+        try:
+            port = dst.port()
+            with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as c:
+                try:
+                    c.sendall(data)
+                    c.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass                          # it refused before taking everything
+                reply = b""
+                while True:
+                    try:
+                        chunk = c.recv(4096)
+                    except ConnectionResetError:
+                        break
+                    if not chunk:
+                        break
+                    reply += chunk
+            assert dst.wait(DEADLINE) == 1, (k, dst.stderr)
+            lines = reply.splitlines(keepends=True)
+            if lines and lines[0] == MG.MSG_READY:
+                lines.pop(0)
+            assert len(lines) == 1 and lines[0].startswith(MG.MSG_ERROR), (k, reply)
+            err = dst.stderr.strip().splitlines()
+            assert len(err) == 2, (k, err)          # the "waiting" line, then why
+            assert err[1].startswith("dbtlab: incoming migration failed: "), (k, err)
+            assert lines[0][len(MG.MSG_ERROR):].decode().strip() in err[1], (k, err, lines)
+        finally:
+            dst.close()
