@@ -187,11 +187,12 @@ class Live:
     """A Machine on the tiny fixture (not run), its Process, and a RW scratch area; calls
     go through handle_syscall as an ecall does."""
 
-    def __init__(self, tmp: Path, *, stdio: tuple[int, int, int] | None = None) -> None:
+    def __init__(self, tmp: Path, *, stdio: tuple[int, int, int] | None = None,
+                 accel: str = "interp") -> None:
         kw = {}
         if stdio is not None:
             kw = {"stdin": stdio[0], "stdout": stdio[1], "stderr": stdio[2]}
-        self.m = Machine(TINY, [TINY], config=RunConfig(accel="interp", time_mode="virtual"),
+        self.m = Machine(TINY, [TINY], config=RunConfig(accel=accel, time_mode="virtual"),
                          **kw)
         self.proc = self.m.proc
         self.mem = self.m.mem
@@ -404,6 +405,39 @@ def test_counts_inside_the_address_space_copy_the_accessible_prefix(live, tmp_pa
     assert live.call("readv", f, iov, 1) == -errno.EINVAL
 
 
+def test_large_transfers_hold_little_host_memory(live, tmp_path):
+    """A count of hundreds of MiB over a mapped buffer moves chunk by chunk: dbtlab never
+    holds the whole transfer in host memory (before: a 512 MiB write made a 512 MiB bytes
+    object, and its copy, per syscall)."""
+    import tracemalloc
+    size = 64 << 20
+    big = 0x40000000
+    live.mem.map(big, size, PROT_READ | PROT_WRITE, "big")
+    live.mem.write(big, b"head")
+    live.mem.write(big + size - 4, b"tail")
+    f = live.open(str(tmp_path / "out"), O_RDWR | O_CREAT)
+    iov = live.alloc(struct.pack("<QQQQ", big, size // 2, big + size // 2, size // 2))
+    tracemalloc.start()
+    try:
+        for nr, args, want in (("write", (f, big, size), size),
+                               ("pwrite64", (f, big, size, 2 * size), size),
+                               ("writev", (f, iov, 2), size),
+                               ("readv", (f, iov, 2), size),
+                               ("pread64", (f, big, size + 4, size - 4), size)):
+            tracemalloc.reset_peak()
+            assert live.call(nr, *args) == want, nr
+            assert tracemalloc.get_traced_memory()[1] < 8 << 20, nr
+    finally:
+        tracemalloc.stop()
+    assert os.path.getsize(tmp_path / "out") == 3 * size
+    with open(tmp_path / "out", "rb") as fh:
+        data = fh.read()
+    assert data[:4] == data[size:size + 4] == data[2 * size:2 * size + 4] == b"head"
+    assert data[-4:] == b"tail"
+    # the pread from size - 4 put "tail" + "head" at the start of the buffer
+    assert live.mem.read(big, 8) == b"tailhead"
+
+
 def test_getcwd_copies_the_path_and_nothing_more(live, tmp_path):
     cwd = str(tmp_path).encode() + b"\0"
     buf = live.alloc(b"Z" * (len(cwd) + 64))
@@ -531,13 +565,13 @@ class _Args:
         return self.hostile()
 
 
-def _fuzz(tmp_path: Path, cases: int, seed: int) -> dict:
+def _fuzz(tmp_path: Path, cases: int, seed: int, accel: str = "interp") -> dict:
     work = tmp_path / "work"
     work.mkdir()
     (work / "f").write_bytes(b"f" * 5000)
     stdio = [os.open(tmp_path / name, os.O_RDWR | os.O_CREAT, 0o600)
              for name in ("in", "out", "err")]
-    g = Live(work, stdio=tuple(stdio))
+    g = Live(work, stdio=tuple(stdio), accel=accel)
     memfd = g.mem._fd
     size = os.fstat(memfd).st_size
     os.symlink(f"/proc/self/fd/{memfd}", work / "fdlink")
@@ -627,7 +661,7 @@ def _fuzz(tmp_path: Path, cases: int, seed: int) -> dict:
                 g.proc.fds.pop(fd).close()
             if case % 20 == 0:
                 restore()
-            if len(g.proc.mapped.starts) > 200:            # keep mappings few
+            if case % 200 == 0:                 # keep what the cases mapped small
                 for a, b in list(g.proc.mapped):
                     if a >= 0x30000000 and b <= g.m.program.stack_range[0]:
                         g.mem.unmap(a, b - a)
@@ -645,14 +679,16 @@ def _fuzz(tmp_path: Path, cases: int, seed: int) -> dict:
     return stats
 
 
-def test_fuzz_syscalls_with_hostile_arguments(tmp_path):
-    stats = _fuzz(tmp_path, 30000, seed=20261207)
-    assert stats["cases"] == 30000
-    assert stats["errors"] > 15000               # most hostile calls fail, cleanly
+def test_fuzz_syscalls_with_hostile_arguments(tmp_path, accel):
+    """The machine of each accelerator listens to mappings differently (unicorn maps them
+    into its engine, llvm drops translations)."""
+    stats = _fuzz(tmp_path, 20000, seed=20261207, accel=accel)
+    assert stats["cases"] == 20000
+    assert stats["errors"] > 10000               # most hostile calls fail, cleanly
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
-def test_fuzz_syscalls_with_hostile_arguments_long(tmp_path, seed):
-    stats = _fuzz(tmp_path, 250000, seed=seed)
+def test_fuzz_syscalls_with_hostile_arguments_long(tmp_path, seed, accel):
+    stats = _fuzz(tmp_path, 250000, seed=seed, accel=accel)
     assert stats["cases"] == 250000

@@ -23,16 +23,16 @@ import struct
 from types import SimpleNamespace
 
 from dbtlab.ir.abi import GuestFault
-from dbtlab.runtime.linux.memory import PAGE_SIZE, prot_str
+from dbtlab.runtime.linux.memory import PAGE_SIZE, PROT_READ, PROT_WRITE, prot_str
 from dbtlab.runtime.linux.process import SIGPIPE, FileDesc, Process, SyscallError
 from dbtlab.runtime.linux.syscalls.common import (AT_EACCESS, AT_EMPTY_PATH, AT_FDCWD,
                                             AT_NO_AUTOMOUNT, AT_REMOVEDIR,
                                             AT_SYMLINK_FOLLOW, AT_SYMLINK_NOFOLLOW,
                                             MAX_RW_COUNT, PROC_FILES, PROC_LINKS, E,
-                                            ProcEntry, access_ok, fd_link_text, host_fd_of,
-                                            lookup, read_path, read_path_maybe_empty,
-                                            read_struct, readable_prefix, resolve, syscall,
-                                            user_span, write_struct, writable_prefix)
+                                            ProcEntry, access_ok, accessible_prefix,
+                                            fd_link_text, host_fd_of, lookup, read_path,
+                                            read_path_maybe_empty, read_struct, resolve,
+                                            syscall, user_span, write_struct, writable_prefix)
 
 # ---- open flags (asm-generic values, used by riscv64) --------------------------------------
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
@@ -368,6 +368,85 @@ def _buffer_span(proc: Process, buf: int, count: int, *, writable: bool) -> int:
     return user_span(proc, buf, count, writable=writable)
 
 
+#: a transfer holds at most this much of the guest's data in host memory at a time
+IO_CHUNK = 1 << 20
+
+
+def _streams(d: FileDesc) -> bool:
+    """Whether a read may take several host calls: a regular (or synthesized) file has the
+    rest of the data at once; a pipe, socket, terminal or device gets one call, as a second
+    could wait (it returns at most IO_CHUNK bytes, a short count Linux may give too)."""
+    if d.host_fd is None:
+        return True
+    try:
+        return S.S_ISREG(os.fstat(d.host_fd).st_mode)
+    except OSError:
+        return False
+
+
+def _read_segments(proc: Process, d: FileDesc, segs: list[tuple[int, int]],
+                   offset: int | None = None) -> int:
+    """Read into the guest ranges segs (already sized: accessible, at most MAX_RW_COUNT in
+    all) at d's position or at offset; returns the count. An error after some bytes
+    arrived gives the partial count, as in Linux."""
+    total = sum(n for _, n in segs)
+    if total <= IO_CHUNK or not _streams(d):
+        k = min(total, IO_CHUNK)
+        data = _read(proc, d, k) if offset is None else _pread(proc, d, k, offset)
+        pos = 0
+        for base, n in segs:
+            if pos >= len(data):
+                break
+            proc.mem.write(base, data[pos:pos + n])
+            pos += n
+        return len(data)
+    done = 0
+    for base, n in segs:
+        pos = 0
+        while pos < n:
+            k = min(IO_CHUNK, n - pos)
+            try:
+                data = _read(proc, d, k) if offset is None else \
+                    _pread(proc, d, k, offset + done)
+            except (SyscallError, OSError):
+                if done:
+                    return done
+                raise
+            proc.mem.write(base + pos, data)
+            pos += len(data)
+            done += len(data)
+            if len(data) < k:
+                return done
+    return done
+
+
+def _write_segments(proc: Process, d: FileDesc, segs: list[tuple[int, int]],
+                    offset: int | None = None) -> int:
+    """Write the guest ranges segs (already sized) at d's position or at offset, in one
+    host write up to IO_CHUNK bytes, else chunk by chunk until one is short; an error
+    after some bytes went gives the partial count, as in Linux."""
+    total = sum(n for _, n in segs)
+    if total <= IO_CHUNK:
+        return _write(proc, d, b"".join(proc.mem.read(b, n) for b, n in segs), offset)
+    done = 0
+    for base, n in segs:
+        pos = 0
+        while pos < n:
+            k = min(IO_CHUNK, n - pos)
+            try:
+                w = _write(proc, d, proc.mem.read(base + pos, k),
+                           None if offset is None else offset + done)
+            except (SyscallError, OSError):
+                if done:
+                    return done
+                raise
+            pos += w
+            done += w
+            if w < k:
+                return done
+    return done
+
+
 @syscall(63, "read", ("fd", "ptr", "size"))
 def sys_read(proc: Process, fd: int, buf: int, count: int) -> int:
     d = proc.get_fd(fd)
@@ -375,9 +454,7 @@ def sys_read(proc: Process, fd: int, buf: int, count: int) -> int:
     n = _buffer_span(proc, buf, count, writable=True)
     if n == 0:
         return 0
-    data = _read(proc, d, n)
-    proc.mem.write(buf, data)
-    return len(data)
+    return _read_segments(proc, d, [(buf, n)])
 
 
 @syscall(64, "write", ("fd", "ptr", "size"))
@@ -386,7 +463,7 @@ def sys_write(proc: Process, fd: int, buf: int, count: int) -> int:
     n = _buffer_span(proc, buf, count, writable=False)
     if n == 0:
         return 0
-    return _write(proc, d, proc.mem.read(buf, n))
+    return _write_segments(proc, d, [(buf, n)])
 
 
 def _iovecs(proc: Process, iov: int, iovcnt: int) -> list[tuple[int, int]]:
@@ -405,52 +482,39 @@ def _iovecs(proc: Process, iov: int, iovcnt: int) -> list[tuple[int, int]]:
     return vecs
 
 
+def _iov_segments(proc: Process, vecs: list[tuple[int, int]], *, writable: bool
+                  ) -> list[tuple[int, int]]:
+    """The accessible part of a scatter/gather list, at most MAX_RW_COUNT bytes in all:
+    the copy stops at the first byte it may not touch. EFAULT if that is the first one of
+    a non-empty list."""
+    need = PROT_WRITE if writable else PROT_READ
+    segs, room = [], MAX_RW_COUNT
+    for base, ln in vecs:
+        ln = min(ln, room)
+        w = accessible_prefix(proc.mem, base, ln, need)
+        if w:
+            segs.append((base, w))
+            room -= w
+        if w < ln or room == 0:
+            break
+    if not segs and any(ln for _, ln in vecs):
+        raise SyscallError(E.EFAULT)
+    return segs
+
+
 @syscall(65, "readv", ("fd", "ptr", "int"))
 def sys_readv(proc: Process, fd: int, iov: int, iovcnt: int) -> int:
     d = proc.get_fd(fd)
     _check_dir(d)
-    vecs = _iovecs(proc, iov, iovcnt)
-    # the writable prefix of the scatter list bounds what may be read
-    room = 0
-    for base, ln in vecs:
-        w = writable_prefix(proc.mem, base, min(ln, MAX_RW_COUNT))
-        room += w
-        if w < ln:
-            break
-    room = min(room, MAX_RW_COUNT)
-    if room == 0:
-        if sum(ln for _, ln in vecs) == 0:
-            return 0
-        raise SyscallError(E.EFAULT)
-    data = _read(proc, d, room)
-    pos = 0
-    for base, ln in vecs:
-        if pos >= len(data):
-            break
-        k = min(ln, len(data) - pos)
-        proc.mem.write(base, data[pos:pos + k])
-        pos += k
-    return len(data)
+    segs = _iov_segments(proc, _iovecs(proc, iov, iovcnt), writable=True)
+    return _read_segments(proc, d, segs) if segs else 0
 
 
 @syscall(66, "writev", ("fd", "ptr", "int"))
 def sys_writev(proc: Process, fd: int, iov: int, iovcnt: int) -> int:
     d = proc.get_fd(fd)
-    vecs = _iovecs(proc, iov, iovcnt)
-    chunks = []
-    for base, ln in vecs:
-        ln = min(ln, MAX_RW_COUNT)
-        r = readable_prefix(proc.mem, base, ln)
-        if r:
-            chunks.append(proc.mem.read(base, r))
-        if r < ln:
-            if not chunks:
-                raise SyscallError(E.EFAULT)
-            break
-    data = b"".join(chunks)[:MAX_RW_COUNT]
-    if not data:
-        return 0
-    return _write(proc, d, data)
+    segs = _iov_segments(proc, _iovecs(proc, iov, iovcnt), writable=False)
+    return _write_segments(proc, d, segs) if segs else 0
 
 
 @syscall(67, "pread64", ("fd", "ptr", "size", "off"))
@@ -462,9 +526,7 @@ def sys_pread64(proc: Process, fd: int, buf: int, count: int, offset: int) -> in
     n = _buffer_span(proc, buf, count, writable=True)
     if n == 0:
         return 0
-    data = _pread(proc, d, n, offset)
-    proc.mem.write(buf, data)
-    return len(data)
+    return _read_segments(proc, d, [(buf, n)], offset)
 
 
 @syscall(68, "pwrite64", ("fd", "ptr", "size", "off"))
@@ -477,7 +539,7 @@ def sys_pwrite64(proc: Process, fd: int, buf: int, count: int, offset: int) -> i
     n = _buffer_span(proc, buf, count, writable=False)
     if n == 0:
         return 0
-    return _write(proc, d, proc.mem.read(buf, n), offset)
+    return _write_segments(proc, d, [(buf, n)], offset)
 
 
 @syscall(62, "lseek", ("fd", "off", "whence"))
@@ -1026,7 +1088,7 @@ def sys_sendfile(proc: Process, out_fd: int, in_fd: int, offset: int, count: int
     dout = proc.get_fd(out_fd)
     if din.is_dir:
         raise SyscallError(E.EINVAL)
-    count = min(count, MAX_RW_COUNT, 1 << 24)
+    count = min(count, IO_CHUNK)             # sendfile may move less than asked
     if offset:
         off = read_struct(proc, offset, "<q")[0]
         if off < 0:
