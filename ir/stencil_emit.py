@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 from dbtlab.ir.env import HELPERS_OFF, SLOTS_OFF
 from dbtlab.ir.holes import MASK64, Hole
-from dbtlab.ir.llvm_emit import (CC, OFF_ADDR_LIMIT, OFF_AUX, OFF_GUEST_BASE, OFF_ICOUNT,
-                                 OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter)
-from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE,
-                             offset)
+from dbtlab.ir.llvm_emit import (CC, OFF_ADDR_LIMIT, OFF_AUX, OFF_GUEST_BASE, OFF_HOT,
+                                 OFF_ICOUNT, OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter)
+from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FENCE_I, EXIT_HOT, EXIT_ILLEGAL,
+                             EXIT_INTERP_ONE, offset)
 
 CONT = "H_cont"
 OFF_X0 = offset("x")
@@ -315,21 +315,36 @@ class StencilBuilder(LLVMBuilder):
         return "\n".join(head + self.lines + tail + ["}"])
 
 
-def entry_stencil(mod: StencilModule) -> str:
+def entry_stencil(mod: StencilModule, hot: bool = False) -> str:
     """The block prologue: count the block's ``n`` instructions against the limit; if they
-    do not fit, leave with state.pc at the block (the runtime runs a shorter variant)."""
-    b = StencilBuilder(mod, "st__entry")
+    do not fit, leave with state.pc at the block (the runtime runs a shorter variant).
+    ``hot``: also count down the block's hotness counter (``id``), as first-tier blocks
+    do, and leave with EXIT_HOT when it reaches zero (the runtime forms a region)."""
+    name = "st__entry_hot" if hot else "st__entry"
+    b = StencilBuilder(mod, name)
     n = b._hole(Hole.field("n"), "i32")
     pc = b._hole(Hole.field("pc"), "i64")
-    out = [f"define dso_local {CC} i64 @st__entry(ptr %st) #0 {{", "entry:", *b.entry]
+    bid = b._hole(Hole.field("id"), "i32") if hot else None
+    out = [f"define dso_local {CC} i64 @{name}(ptr %st) #0 {{", "entry:", *b.entry]
     out.append(f"  %ic = load i64, ptr {b.ptr(OFF_ICOUNT, out)}")
     out.append(f"  %lim = load i64, ptr {b.ptr(OFF_LIMIT, out)}")
-    out += [f"  %ic2 = add i64 %ic, {n}", "  %ok = icmp ule i64 %ic2, %lim",
-            "  br i1 %ok, label %run, label %nobudget", "run:"]
+    out += [f"  %ic2 = add i64 %ic, {n}", "  %ok = icmp ule i64 %ic2, %lim"]
+    go = "%ok"
+    if hot:
+        out.append(f"  %hp = load ptr, ptr {b.ptr(OFF_HOT, out)}")
+        out += [f"  %hq = getelementptr i64, ptr %hp, i64 {bid}", "  %hc = load i64, ptr %hq",
+                "  %hc1 = sub i64 %hc, 1", "  store i64 %hc1, ptr %hq",
+                "  %notyet = icmp ne i64 %hc1, 0", "  %go = and i1 %ok, %notyet"]
+        go = "%go"
+    out += [f"  br i1 {go}, label %run, label %nobudget", "run:"]
     out.append(f"  store i64 %ic2, ptr {b.ptr(OFF_ICOUNT, out)}")
     out += [f"  %c = musttail call {CC} i64 @{CONT}(ptr %st)", "  ret i64 %c", "nobudget:"]
     out.append(f"  store i64 {pc}, ptr {b.ptr(OFF_PC, out)}")
     fn = b.helper_ptr(EXIT_BUDGET, out)
+    if hot:
+        hot_fn = b.helper_ptr(EXIT_HOT, out)
+        out.append(f"  %nbfn = select i1 %notyet, ptr {fn}, ptr {hot_fn}")
+        fn = "%nbfn"
     out += [f"  %r = musttail call {CC} i64 {fn}(ptr %st)", "  ret i64 %r", "}"]
     return "\n".join(out)
 

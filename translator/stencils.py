@@ -124,6 +124,7 @@ def generate(table: list[Encoding] | None = None) -> Generated:
                     del forms[k]
                 break
     mod.functions.append(entry_stencil(mod))
+    mod.functions.append(entry_stencil(mod, hot=True))
     goto, _ = goto_stencil(mod)
     mod.functions.append(goto)
     holes = {s.symbol: (s.kind, s.expr) for s in mod.holes.values()}
@@ -189,7 +190,7 @@ def load_library(cache_dir: str | None = None):
 # ---- translating a block ---------------------------------------------------------------------
 #: fields that change with where an instruction is (its block, its chain slots): holes that
 #: read them are filled per block, all others once per instruction word
-DYNAMIC = frozenset({"pc", "left", "n", "slot0", "slot1", "target"})
+DYNAMIC = frozenset({"pc", "left", "n", "slot0", "slot1", "target", "id"})
 
 
 class StencilTranslator:
@@ -217,6 +218,7 @@ class StencilTranslator:
                                         [Hole.from_json(t).compile() for t in direct], term))
         self.unserved: dict[str, str] = dict(meta["unserved"])
         self._entry = self.patcher.prepare(lib.stencils["st__entry"], {}, DYNAMIC)
+        self._entry_hot = self.patcher.prepare(lib.stencils["st__entry_hot"], {}, DYNAMIC)
         self._goto = self.patcher.prepare(lib.stencils["st__goto"], {}, DYNAMIC)
         self._by_insn: dict[int, tuple | None] = {}   # id(insn) -> (prepared, exits, ends)
         self._keep: list = []                          # keeps those insns (and ids) alive
@@ -242,11 +244,13 @@ class StencilTranslator:
         self._keep.append(insn)
         return got
 
-    def translate(self, blk, new_slot) -> tuple[int, list, list] | None:
+    def translate(self, blk, new_slot, hot_id: int | None = None
+                  ) -> tuple[int, list, list] | None:
         """Native code for ``blk`` (a GuestBlock without an instruction limit), or None if
         some instruction has no stencil. ``new_slot(target)`` gives a chain slot id for a
-        direct exit. Returns (address, [(slot id, target pc)], [(host offset, guest pc)]);
-        truncates ``blk.insns`` after the first instruction that ends the block."""
+        direct exit; ``hot_id``: the block's hotness counter, if it counts towards a region.
+        Returns (address, [(slot id, target pc)], [(host offset, guest pc)]); truncates
+        ``blk.insns`` after the first instruction that ends the block."""
         chosen = []
         for pc, insn in blk.insns:
             got = self._lookup(insn)
@@ -257,7 +261,8 @@ class StencilTranslator:
                 break
         n = len(chosen)
         del blk.insns[n:]
-        parts = [(self._entry, {"n": n, "pc": blk.pc})]
+        parts = [(self._entry, {"n": n, "pc": blk.pc}) if hot_id is None else
+                 (self._entry_hot, {"n": n, "pc": blk.pc, "id": hot_id})]
         exits = []
         for k, (pc, (pre, direct, _, static)) in enumerate(chosen):
             f = dict(static, pc=pc, left=n - k)      # dynamic holes may read both
