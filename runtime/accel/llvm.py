@@ -51,6 +51,9 @@ CODE_CACHE_INSNS = 2_000_000
 @dataclass
 class TranslationStats(AccelStats):
     blocks: int = 0                 # blocks translated (cumulative, across flushes)
+    stencil_blocks: int = 0         # ... of which by copying and patching stencils
+    stencil_seconds: float = 0.0    # decode + copy and patch, for those
+    stencil_us: list = field(default_factory=list)   # per stencil block (µs)
     guest_insns: int = 0
     modules: int = 0
     emit_seconds: float = 0.0       # decode + semantics + IR text
@@ -86,7 +89,11 @@ class TranslationStats(AccelStats):
                  region_insns=self.region_insns, region_seconds=self.region_seconds,
                  regions_dropped=self.regions_dropped,
                  region_cache_hits=self.region_cache_hits,
-                 region_rollbacks=self.region_rollbacks)
+                 region_rollbacks=self.region_rollbacks,
+                 stencil_blocks=self.stencil_blocks, stencil_seconds=self.stencil_seconds)
+        sb = sorted(self.stencil_us)
+        if sb:
+            d["median_us_per_stencil_block"] = sb[len(sb) // 2]
         ub = sorted(self.us_per_block())
         if ub:
             d["median_us_per_block"] = ub[len(ub) // 2]
@@ -136,7 +143,7 @@ class LLVMAccel(Accelerator):
         self._stop_req = False                # ... and run() to return (request_exit)
         self._limit = 0                       # the real instruction limit of this run
         self.write_log = None                 # ctypes buffer while the write log is on
-        self.threshold = cfg.region_threshold
+        self.threshold = cfg.regions
         self.hot_counts = None
         self._next_block_id = 1
         if self.threshold:
@@ -148,6 +155,11 @@ class LLVMAccel(Accelerator):
             from dbtlab.runtime.profile import ProfileRecorder
             self.profiler = ProfileRecorder(machine)
             self.cache.listener = self.profiler.on_chain_event
+        self.stencils = None                  # the stencil tier (translator/stencils.py)
+        if "stencil" in cfg.tiers:
+            from dbtlab.translator.stencils import StencilTranslator, load_library
+            self.stencils = StencilTranslator(load_library(
+                cfg.cache_dir or os.environ.get("DBTLAB_CACHE_DIR")))
         self.mem.map_listeners.append(self._on_map)
         self.mem.code_write_listeners.append(self._on_code_write)
 
@@ -224,6 +236,8 @@ class LLVMAccel(Accelerator):
         self.cache.clear(self.jit.helpers[EXIT_CHAIN])
         self._fn_starts.clear()
         self._fn_blocks.clear()
+        if self.stencils is not None:
+            self.stencils.patcher.buf.reset()
         self._insns_since_flush = 0
         self.stats.flushes += 1
 
@@ -276,6 +290,11 @@ class LLVMAccel(Accelerator):
         if (self._insns_since_flush > CODE_CACHE_INSNS
                 or self.cache.free_slots() < 4 * (max_blocks or self.cfg.batch_blocks) + 16):
             self._flush()
+        if (self.stencils is not None and limit is None and not more and self.cfg.chain
+                and self.profiler is None and self.write_log is None):
+            tb = self._translate_stencil(pc)
+            if tb is not None:
+                return tb
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
                             self.cache.new_slot_id, profile=self.profiler is not None,
@@ -360,6 +379,56 @@ class LLVMAccel(Accelerator):
                 nxt = next((s for s in starts if s > a), a + 1024)
                 sym = self.machine.where_symbol(c.block.pc).split(" ", 1)[-1].strip("<>")
                 f.write(f"{a:x} {nxt - a:x} guest_{c.block.pc:x}_{sym}\n")
+
+    def _translate_stencil(self, pc: int) -> TB | None:
+        """The block at pc by copying and patching stencils, or None when some instruction
+        has no stencil (the LLVM tier translates that block)."""
+        from dbtlab.ir.stencil_patch import BufferFull, HoleOverflow
+        t0 = time.perf_counter()
+        blk = form_block(self._fetch, pc, self.cfg.max_block_insns)
+        ids = self._block_ids()
+        bid = ids() if ids else None
+        new_slot = lambda target: self.cache.new_slot_id()   # noqa: E731
+        try:
+            try:
+                got = self.stencils.translate(blk, new_slot, bid)
+            except BufferFull:
+                self._flush()                   # resets the code buffer too
+                blk = form_block(self._fetch, pc, self.cfg.max_block_insns)
+                got = self.stencils.translate(blk, new_slot, bid)
+        except HoleOverflow as e:
+            log.debug("block %#x: %s; the LLVM tier translates it", pc, e)
+            got = None
+        if got is None:
+            return None
+        addr, exits, _ = got
+        tb = TB((blk.pc, None), blk, addr, "stencil", successors=[t for _, t in exits],
+                tier=0, id=bid or 0)
+        self.cache.insert(tb)
+        bisect.insort(self._fn_starts, tb.fn)
+        self._fn_blocks[tb.fn] = tb
+        for pn in blk.pages:
+            self.mem.mark_code(pn)
+        for sid, target in exits:
+            self.cache.add_slot(SlotRec(sid, tb.key, target))
+        self.env.jc_set(blk.pc, tb.fn)
+        if "in_asm" in self.debug:
+            self._dump_in_asm(tb)
+        dt = time.perf_counter() - t0
+        st = self.stats
+        st.blocks += 1
+        st.stencil_blocks += 1
+        st.stencil_seconds += dt
+        st.stencil_us.append(1e6 * dt)
+        st.guest_insns += len(blk.insns)
+        self._insns_since_flush += len(blk.insns)
+        if self.cfg.chain:      # link what can be linked now, saving an exit per edge
+            for sid, target in exits:
+                t = self.cache.best(target)
+                if t is not None:
+                    self.cache.link(sid, t)
+                    st.links += 1
+        return tb
 
     def _block_ids(self):
         if self.profiler is not None:
