@@ -13,7 +13,9 @@ computes exactly what a first-tier block does for the same instruction:
 * the instruction counts a first-tier block folds in as constants (how many instructions of
   the block remain) are holes too;
 * an instruction that does not end the block continues with a ``musttail`` call to
-  ``@H_cont``, which the patcher turns into a fall-through into the next stencil.
+  ``@H_cont``, which the patcher turns into a fall-through into the next stencil;
+* no guest pc is stored before a memory access: a host fault's pc falls inside one
+  instruction's stencil, and the patcher's layout of the block says which.
 
 Hole kinds say how a value is materialised (and which relocation the patcher will meet):
 ``off`` — a byte offset into the environment (< 2**31, folded into addressing modes);
@@ -263,9 +265,8 @@ class StencilBuilder(LLVMBuilder):
         return lab
 
     def _host_ptr(self, addr, size: int = 1, write: bool = False) -> str:
-        if not self.marked:
-            self.e(f"store i64 {self.a(self.pc)}, ptr {self.ptr(OFF_PC)}")
-            self.marked = True
+        # no pc store before a memory access: the runtime maps the faulting host pc to
+        # its guest instruction through the block's layout
         return self._guest_ptr(addr)
 
     def direct_exit(self, target) -> None:

@@ -238,7 +238,7 @@ def print_stats(m) -> None:
             print(f"  llvm tier: {llvm_blocks} blocks{why} in {s['modules']} modules: "
                   f"{1e3 * s['emit_seconds']:.1f} ms emitting, "
                   f"{1e3 * s['compile_seconds']:.1f} ms compiling; median "
-                  f"{s.get('median_us_per_block', 0):.0f} us/block", file=out)
+                  f"{s.get('median_us_per_llvm_block', 0):.0f} us/block", file=out)
         if s.get("cache_hits"):
             print(f"  persistent cache: {s['cache_hits']} of {s['modules']} modules loaded "
                   f"without compiling", file=out)

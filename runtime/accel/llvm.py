@@ -96,6 +96,9 @@ class TranslationStats(AccelStats):
             d["median_us_per_stencil_block"] = sb[len(sb) // 2]
         ub = sorted(self.us_per_block())
         if ub:
+            d["median_us_per_llvm_block"] = ub[len(ub) // 2]
+        ub = sorted(ub + self.stencil_us)       # every block, whichever tier made it
+        if ub:
             d["median_us_per_block"] = ub[len(ub) // 2]
         if self.blocks:
             d["us_per_block"] = 1e6 * (self.emit_seconds + self.compile_seconds) / self.blocks
@@ -401,9 +404,10 @@ class LLVMAccel(Accelerator):
             got = None
         if got is None:
             return None
-        addr, exits, _ = got
+        addr, exits, layout = got
         tb = TB((blk.pc, None), blk, addr, "stencil", successors=[t for _, t in exits],
                 tier=0, id=bid or 0)
+        tb.host_starts = [off for off, _ in layout[1:]]   # instruction k's code offset
         self.cache.insert(tb)
         bisect.insort(self._fn_starts, tb.fn)
         self._fn_blocks[tb.fn] = tb
@@ -759,6 +763,10 @@ class LLVMAccel(Accelerator):
         tb = self._fn_blocks.get(self._fn_starts[i]) if i >= 0 else None
         if tb is not None and tb.tier == 2:
             return self._rollback_region(tb)
+        if tb is not None and tb.tier == 0:      # a stencil block: its layout names the pc
+            k = bisect.bisect_right(tb.host_starts, st.host_pc - tb.fn) - 1
+            if 0 <= k < len(tb.block.insns):
+                st.pc = tb.block.insns[k][0]
         blk = tb.block_of(st.pc) if tb is not None else None
         if blk is None:
             raise RuntimeError(f"host fault at {st.host_pc:#x} (guest pc {st.pc:#x}) "
