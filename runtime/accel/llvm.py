@@ -298,6 +298,7 @@ class LLVMAccel(Accelerator):
             tb = self._translate_stencil(pc)
             if tb is not None:
                 return tb
+            max_blocks = 1      # only the block stencils cannot serve: not its successors
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
                             self.cache.new_slot_id, profile=self.profiler is not None,
