@@ -34,7 +34,7 @@ from dbtlab.api import Result
 from dbtlab.runtime.vm import vmstate as V
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
-from dbtlab.runtime.vm.snapshots import SnapshotInfo, SnapshotStore, StoreError
+from dbtlab.runtime.vm.snapshots import SnapshotInfo, SnapshotStore, StoreError, check_tag
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ class _Using:
 
 
 def default_tag(machine, prefix: str | None = None) -> str:
-    """``<program name>-<instructions retired>``, e.g. ``sha256-300000``."""
-    return f"{prefix or os.path.basename(machine.program.path)}-{machine.instret}"
+    """``<program name>-<instructions retired>``, e.g. ``sha256-300000`` (bytes of a
+    program name that is not UTF-8 are escaped: a tag is text)."""
+    return V.printable(f"{prefix or os.path.basename(machine.program.path)}-"
+                       f"{machine.instret}")
 
 
 def savevm(machine, store: str | SnapshotStore, tag: str | None = None) -> SnapshotInfo:
@@ -156,6 +158,11 @@ def parse_save_point(text: str) -> tuple[int, str | None]:
         raise DbtError(f"--savevm-at {text!r}: the instruction count must be >= 0")
     if sep and not tag.strip():
         raise DbtError(f"--savevm-at {text!r}: empty tag")
+    if sep:
+        try:
+            check_tag(tag)
+        except StoreError as e:
+            raise DbtError(f"--savevm-at {V.printable(text)}: {e}") from None
     return count, (tag if sep else None)
 
 

@@ -4,6 +4,7 @@ at fixed offsets, so translated code contains no process addresses:
 ====================  ============================================================
 0 .. STATE_SIZE       ``CPUState`` (ir/state.py)
 JMPBUF_OFF            the dispatcher's sigjmp_buf (host faults jump back to it)
+ICBASE_OFF            the guest's instret when the current run started (see below)
 HELPERS_OFF           function pointers: one exit stub per EXIT_* code, FP helpers
 JC_OFF                jump cache: JC_ENTRIES x {guest pc, host function}
 SLOTS_OFF             chain slots: MAX_SLOTS function pointers (direct exits)
@@ -11,6 +12,12 @@ SLOTS_OFF             chain slots: MAX_SLOTS function pointers (direct exits)
 
 A direct exit of a block tail-calls through its slot; a slot that is not linked points at
 the EXIT_CHAIN stub. Slot numbers are reused after invalidation.
+
+Instruction counts. ``state.icount`` counts the instructions retired since the current run
+started (from 0) and ``state.icount_limit`` is that run's budget (below 2**63), so a block's
+``icount + n <= limit`` never wraps whatever the guest's instret is. The guest's 64-bit
+instret (which wraps, as the architectural counter does) is the word at ``ICBASE_OFF``
+plus ``icount``, modulo 2**64; only counter CSR reads need it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from dbtlab.ir.state import NUM_EXITS, NUM_SLOTS, CPUState
 STATE_SIZE = 8 * NUM_SLOTS
 JMPBUF_OFF = (STATE_SIZE + 63) & ~63
 JMPBUF_SIZE = 256                  # glibc x86-64 sigjmp_buf is 200 bytes
-HELPERS_OFF = JMPBUF_OFF + JMPBUF_SIZE
+ICBASE_OFF = JMPBUF_OFF + JMPBUF_SIZE
+HELPERS_OFF = ICBASE_OFF + 64
+#: the largest budget of one run: icount + a block's length stays below 2**64
+MAX_RUN_BUDGET = 1 << 62
 # helper slots after the per-exit stubs
 H_GET_FFLAGS = NUM_EXITS
 H_SET_FFLAGS = NUM_EXITS + 1
@@ -61,6 +71,13 @@ class JITEnv:
         self.state = CPUState.from_address(self.address)
         self._words = (ctypes.c_uint64 * (ENV_SIZE // 8)).from_address(self.address)
         self.flush_jump_cache()
+
+    def set_icount_base(self, instret: int) -> None:
+        """The guest's instret at the start of a run (counter CSRs add ``icount``)."""
+        self._words[ICBASE_OFF // 8] = instret & ((1 << 64) - 1)
+
+    def icount_base(self) -> int:
+        return self._words[ICBASE_OFF // 8]
 
     def set_helper(self, index: int, fn: int) -> None:
         self._words[HELPERS_OFF // 8 + index] = fn

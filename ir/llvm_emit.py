@@ -2,7 +2,7 @@
 block, many blocks per module.
 
 What the emitter does itself, so that no optimisation pass is needed for decent code
-(TCG's approach; ../shared/FACTS.md measured the gain):
+(TCG's approach):
 
 * each guest register is loaded from the state once per block and kept as an SSA value;
   the registers an instruction writes are stored when the instruction completes, so the
@@ -33,8 +33,8 @@ from dbtlab.ir.builder import (CANONICAL_NAN, CSR_CYCLE, CSR_FCSR, CSR_FFLAGS, C
                                CSR_INSTRET, CSR_TIME, FLAG_NV, FP_EXP_MASK, FP_SIGN, MASK64,
                                RM_DYN, Builder)
 from dbtlab.ir.env import (H_GET_FFLAGS, H_PROF_EDGE, H_RM_POP, H_RM_PUSH, H_SET_FFLAGS,
-                           H_SET_FRM, HELPERS_OFF, JC_BITS, JC_OFF, PROF_DISPATCH, PROF_EXIT,
-                           PROF_INDIRECT, PROF_KIND_SHIFT, SLOTS_OFF, WLOG_SIZE)
+                           H_SET_FRM, HELPERS_OFF, ICBASE_OFF, JC_BITS, JC_OFF, PROF_DISPATCH,
+                           PROF_EXIT, PROF_INDIRECT, PROF_KIND_SHIFT, SLOTS_OFF, WLOG_SIZE)
 from dbtlab.ir.interp import InterpBuilder
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
                              EXIT_FENCE_I, EXIT_HOT, EXIT_ILLEGAL, EXIT_INTERP_ONE, EXIT_LOOKUP,
@@ -409,6 +409,8 @@ class LLVMBuilder(Builder):
         if self.code.block.limit:
             self.to_exit(lookup)
             return
+        # the target is even (jalr clears bit 0): it never matches the odd marker of an
+        # empty entry (JC_EMPTY)
         h, idx, eo, o, ep, epc, hit, fp, fn, sel = (self._v() for _ in range(10))
         self.e(f"{h} = lshr i64 {target}, 1")
         self.e(f"{idx} = and i64 {h}, {(1 << JC_BITS) - 1}")
@@ -586,11 +588,14 @@ class LLVMBuilder(Builder):
             frm = self.read_csr(CSR_FRM)
             return self.or_(self.shl(frm, 5), fl)
         if csr in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):
-            # instructions retired before this one: icount at block entry + k
-            r = self._v()
+            # instructions retired before this one: the run's base + icount at block
+            # entry + k (modulo 2**64, as the counter wraps; ir/env.py)
+            r, base, n = self._v(), self._v(), self._v()
             self.e(f"{r} = sub i64 {self.ic2}, @N{self.ntag}{self.k}@")
             self.after.add((self.ntag, self.k))
-            return r
+            self.e(f"{base} = load i64, ptr {self.ptr(ICBASE_OFF)}")
+            self.e(f"{n} = add i64 {r}, {base}")
+            return n
         raise ValueError(f"unsupported CSR {csr:#x}")
 
     def _call_fflags(self):

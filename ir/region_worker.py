@@ -121,7 +121,12 @@ class _Worker:
 
 class WorkerPool:
     """``n`` compile workers, started on first use; ``submit`` never blocks on a compile.
-    ``callback(job, object_bytes or None, error or None)`` runs in a reader thread."""
+    ``callback(job, object_bytes or None, error or None)`` runs in a reader thread.
+
+    Threads: ``submit`` and ``close`` may come from different threads (the worker list and
+    ``closed`` are under ``_lock``); each worker's ``pending`` count is under the worker's
+    lock (its reader thread decrements it); requests reach a worker's pipe only through its
+    writer thread's queue, replies only through its reader thread."""
 
     def __init__(self, n: int, callback: Callable) -> None:
         self.n = n
@@ -139,16 +144,19 @@ class WorkerPool:
 
     def submit(self, job, text: str, opt: int, cg: int) -> None:
         with self._lock:
+            if self.closed:           # closing: the job is never answered
+                return
             if len(self.workers) < self.n:
                 self.workers.append(_Worker(self._reply))
             w = min(self.workers, key=lambda w: w.pending)
         w.submit(job, text, opt, cg)
 
     def close(self) -> None:
-        self.closed = True
-        for w in self.workers:
+        with self._lock:              # submit() may run on another thread
+            self.closed = True
+            workers, self.workers = self.workers, []
+        for w in workers:
             w.close()
-        self.workers = []
 
 
 if __name__ == "__main__":

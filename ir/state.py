@@ -42,9 +42,11 @@ FAULT_LOAD = 1       # load from unmapped or unreadable memory
 FAULT_STORE = 2      # store (or AMO) to unmapped or unwritable memory
 FAULT_FETCH = 3      # instruction fetch from unmapped or non-executable memory
 FAULT_MISALIGNED = 4  # misaligned atomic (Linux raises SIGBUS)
+FAULT_FETCH_MISALIGNED = 5  # pc not 2-byte aligned: instruction-address-misaligned (SIGBUS)
 
 FAULT_NAMES = {FAULT_LOAD: "load", FAULT_STORE: "store", FAULT_FETCH: "fetch",
-               FAULT_MISALIGNED: "misaligned atomic"}
+               FAULT_MISALIGNED: "misaligned atomic",
+               FAULT_FETCH_MISALIGNED: "misaligned fetch"}
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,12 @@ loop:
   %o = add i64 %eo, @JC_OFF@
   %ep = getelementptr i8, ptr %st, i64 %o
   %epc = load i64, ptr %ep
-  %hit = icmp eq i64 %epc, %pc
+  ; an odd pc (only ever set from outside) matches no block, not even the odd marker of
+  ; an empty entry: it misses, and the runtime reports the misaligned fetch
+  %odd = and i64 %pc, 1
+  %even = icmp eq i64 %odd, 0
+  %same = icmp eq i64 %epc, %pc
+  %hit = and i1 %same, %even
   br i1 %hit, label %go, label %out
 go:
   %fp = getelementptr i8, ptr %ep, i64 8

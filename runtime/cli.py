@@ -431,6 +431,7 @@ def add_snapshot_parser(sub) -> None:
 
 def cmd_snapshot(a: argparse.Namespace) -> int:
     from dbtlab.runtime.vm.snapshots import SnapshotStore
+    from dbtlab.runtime.vm.vmstate import printable as shown
     act = getattr(a, "snapshot_command", None)
     if act is None:
         raise DbtError("snapshot: choose list, delete, export, import or diff")
@@ -438,13 +439,13 @@ def cmd_snapshot(a: argparse.Namespace) -> int:
         if act == "list":
             infos = st.list()
             if infos:
-                w = max(3, max(len(i.tag) for i in infos))
+                w = max(3, max(len(shown(i.tag)) for i in infos))
                 print(f"{'TAG':<{w}}  {'INSNS':>12}  {'SIZE':>10}  {'PAGES':>6}  {'NEW':>6}  "
                       f"{'ACCEL':<7}  {'CREATED':<19}  PROGRAM")
                 for i in infos:
-                    print(f"{i.tag:<{w}}  {i.instret:>12}  {i.size:>10}  {i.pages:>6}  "
-                          f"{i.new_pages:>6}  {i.accel:<7}  {i.created_text:<19}  "
-                          f"{i.program_path}")
+                    print(f"{shown(i.tag):<{w}}  {i.instret:>12}  {i.size:>10}  "
+                          f"{i.pages:>6}  {i.new_pages:>6}  {shown(i.accel):<7}  "
+                          f"{i.created_text:<19}  {shown(i.program_path)}")
             s = st.stats()
             print(f"{s['snapshots']} snapshot(s); {s['pages']} distinct pages, "
                   f"{s['page_bytes']} bytes compressed; file {s['file_bytes']} bytes")
@@ -453,7 +454,7 @@ def cmd_snapshot(a: argparse.Namespace) -> int:
             print(f"deleted {a.tag} ({freed} pages freed)")
         elif act == "export":
             n = st.export(a.tag, a.output)
-            print(f"exported {a.tag} to {a.output} ({n} bytes)")
+            print(f"exported {a.tag} to {shown(a.output)} ({n} bytes)")
         elif act == "import":
             info = st.import_stream(a.stream, a.tag)
             print(f"imported {info}")
@@ -461,7 +462,7 @@ def cmd_snapshot(a: argparse.Namespace) -> int:
             from dbtlab.runtime.vm.vmstate import diff
             lines = diff(st.load(a.tag_a), st.load(a.tag_b))
             for ln in lines:
-                print(ln)
+                print(shown(ln))
             if lines:
                 return 1
             print(f"{a.tag_a} and {a.tag_b}: identical machine state")

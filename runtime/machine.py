@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL,
-                             FAULT_FETCH, FAULT_LOAD, FAULT_MISALIGNED, FAULT_NAMES,
-                             FAULT_STORE, CPUState)
+                             FAULT_FETCH, FAULT_FETCH_MISALIGNED, FAULT_LOAD,
+                             FAULT_MISALIGNED, FAULT_NAMES, FAULT_STORE, CPUState)
 from dbtlab.runtime.accel import make_accel
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 #: instructions per accelerator run when no limit is set (bounds time between checks
 #: of Python-side conditions; translated code does not return to Python for it)
 RUN_CHUNK = 1 << 62
+#: ``Machine.instret`` is the guest's 64-bit instret: it wraps modulo 2**64, as the counter
+#: the guest reads (rdinstret) does, on every accelerator
+INSTRET_MASK = (1 << 64) - 1
 
 
 @dataclass
@@ -107,24 +110,34 @@ class Machine:
     def exited(self) -> bool:
         return self.proc.exit_status is not None or self.proc.killed_by is not None
 
+    def _retire(self, n: int) -> None:
+        self.instret = (self.instret + n) & INSTRET_MASK
+
     def _loop(self, limit: int | None) -> RunResult:
         proc = self.proc
+        # what is left of the limit is counted down, so that a limit past the point where
+        # instret wraps (2**64) still stops exactly that many instructions later
+        left = None if limit is None else limit - self.instret
         while True:
             if self._stop_req:                 # request_stop(): once per return from accel
                 self._stop_req = False
                 return RunResult(None, None, self.instret, 0.0, stopped=True,
                                  message=f"stopped on request after {self.instret} "
                                          f"instructions at pc {self.cpu.pc:#x}")
-            budget = RUN_CHUNK if limit is None else limit - self.instret
+            budget = RUN_CHUNK if left is None else min(left, RUN_CHUNK)
             if budget <= 0:
                 return RunResult(None, None, self.instret, 0.0, stopped=True,
                                  message=f"stopped after {self.instret} instructions "
                                          f"at pc {self.cpu.pc:#x}")
             ex = self.accel.run(budget)
-            self.instret += ex.executed
+            self._retire(ex.executed)
+            if left is not None:
+                left -= ex.executed
             if ex.reason == EXIT_ECALL:
                 handle_syscall(proc, self.cpu)
-                self.instret += 1          # the ecall itself retires
+                self._retire(1)            # the ecall itself retires
+                if left is not None:
+                    left -= 1
                 if proc.exit_status is not None:
                     return RunResult(proc.exit_status, None, self.instret, 0.0)
                 if proc.killed_by is not None:
@@ -134,12 +147,17 @@ class Machine:
             elif ex.reason == EXIT_BUDGET:
                 continue
             elif ex.reason == EXIT_FAULT:
-                sig = _signal.SIGBUS if ex.fault_kind == FAULT_MISALIGNED else _signal.SIGSEGV
+                # Linux: SIGBUS (BUS_ADRALN) for misaligned atomics and for an
+                # instruction-address-misaligned trap, SIGSEGV for the rest
+                sig = _signal.SIGBUS if ex.fault_kind in (
+                    FAULT_MISALIGNED, FAULT_FETCH_MISALIGNED) else _signal.SIGSEGV
                 what = FAULT_NAMES.get(ex.fault_kind, "access")
                 adj = {FAULT_LOAD: "load from", FAULT_STORE: "store to",
                        FAULT_FETCH: "instruction fetch from",
+                       FAULT_FETCH_MISALIGNED: "misaligned instruction fetch from",
                        FAULT_MISALIGNED: "misaligned atomic access to"}.get(ex.fault_kind, what)
-                return self._die(int(sig), f"{adj} address {ex.fault_addr:#x}")
+                return self._die(int(sig), f"{adj} address {ex.fault_addr:#x}",
+                                 insn=ex.fault_kind != FAULT_FETCH_MISALIGNED)
             elif ex.reason == EXIT_ILLEGAL:
                 return self._die(int(_signal.SIGILL), "illegal instruction")
             elif ex.reason == EXIT_EBREAK:
@@ -147,11 +165,13 @@ class Machine:
             else:
                 raise RuntimeError(f"accelerator {self.accel.name} returned {ex.name}")
 
-    def _die(self, sig: int, what: str) -> RunResult:
+    def _die(self, sig: int, what: str, insn: bool = True) -> RunResult:
+        """``insn``: show the instruction at pc (not for a misaligned pc: nothing was
+        fetched there)."""
         pc = self.cpu.pc
         return RunResult(None, sig, self.instret, 0.0,
                          message=f"guest killed by {_signame(sig)}: {what} at pc {pc:#x}"
-                                 f"{self.where(pc)}")
+                                 f"{self.where(pc, insn)}")
 
     def where_symbol(self, pc: int) -> str:
         """'0x... <sym+off>' for traces."""
@@ -161,13 +181,15 @@ class Machine:
         name, off = sym
         return f"{pc:#x} <{name}+{off:#x}>" if off else f"{pc:#x} <{name}>"
 
-    def where(self, pc: int) -> str:
+    def where(self, pc: int, insn: bool = True) -> str:
         """' <sym+off>: <insn>' for messages, as far as it can be known."""
         out = ""
         sym = self.program.symbol_at(pc)
         if sym:
             name, off = sym
             out += f" <{name}+{off:#x}>" if off else f" <{name}>"
+        if not insn:
+            return out
         try:
             lo = int.from_bytes(self.mem.peek(pc, 2), "little")
             word = lo if lo & 3 != 3 else int.from_bytes(self.mem.peek(pc, 4), "little")

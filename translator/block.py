@@ -11,6 +11,11 @@ A block starts at a guest PC and extends over straight-line instructions. It end
 * after ``max_insns`` instructions;
 * before an instruction whose fetch would fault (that fault belongs to whoever jumps there).
 
+A block never starts at an odd pc: with the C extension instructions are 2-byte aligned,
+and fetching from an odd address is the instruction-address-misaligned exception
+(``FAULT_FETCH_MISALIGNED`` at the pc). No RV64GC control transfer produces one (branch
+and jal offsets are even, jalr clears bit 0): only a pc set from outside can be odd.
+
 The cache key of a block is (pc, limit): the translator specialises on nothing else — in
 user mode XLEN, the extensions and the privilege level never change, and the dynamic
 rounding mode is checked at run time.
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dbtlab.ir.abi import PAGE_SHIFT, GuestFault
+from dbtlab.ir.state import FAULT_FETCH_MISALIGNED
 from dbtlab.translator.insn import Insn
 
 #: instructions whose semantics always leave the block
@@ -69,7 +75,10 @@ def pages_of(blocks) -> set[int]:
 def form_block(fetch: Callable[[int], Insn], pc: int, max_insns: int) -> GuestBlock:
     """Decode the candidate instructions of the block at pc. ``fetch`` decodes the
     instruction at an address or raises GuestFault. The first fetch's fault propagates
-    (the block cannot exist); later ones end the block before that instruction."""
+    (the block cannot exist); later ones end the block before that instruction. An odd
+    pc raises GuestFault(FAULT_FETCH_MISALIGNED, pc)."""
+    if pc & 1:
+        raise GuestFault(FAULT_FETCH_MISALIGNED, pc)
     blk = GuestBlock(pc)
     page = pc >> PAGE_SHIFT
     a = pc

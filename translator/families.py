@@ -129,7 +129,7 @@ def store_conditional(b: Builder, i: Insn, size: int) -> None:
     """Succeeds if the reservation covers addr and memory's ``size`` bytes still hold the
     low bytes of what the LR read: QEMU's rule for when to store. (For sc.w after lr.d QEMU
     then reports failure unless the doubleword is its low word sign-extended — a write
-    that reports failure, which the spec forbids; see runtime/oracle/fuzz/oracle.py.)"""
+    that reports failure, which the spec forbids; see runtime/oracle/deviations.py.)"""
     addr = b.rx(i.rs1)
     b.check_aligned(addr, size)
     held = b.bop("and", b.ne(b.read_field("res_valid"), b.const(0)),

@@ -7,7 +7,8 @@ runs its semantics function against an ``InterpBuilder``.
 from __future__ import annotations
 
 from dbtlab.ir.interp import InterpBuilder, Trap
-from dbtlab.ir.state import EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL
+from dbtlab.ir.state import (EXIT_BUDGET, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT, EXIT_ILLEGAL,
+                             FAULT_FETCH_MISALIGNED)
 from dbtlab.runtime.accel.base import Accelerator, Exit
 from dbtlab.runtime.linux.memory import PAGE_SHIFT, GuestFault
 from dbtlab.translator.decode import decode
@@ -32,10 +33,13 @@ class InterpAccel(Accelerator):
 
     # ---- decode cache ----------------------------------------------------------------
     def fetch_decode(self, pc: int) -> Insn:
-        """Decode the instruction at pc (fetch faults raise GuestFault)."""
+        """Decode the instruction at pc (fetch faults raise GuestFault; an odd pc is the
+        instruction-address-misaligned fault)."""
         insn = self._cache.get(pc)
         if insn is not None:
             return insn
+        if pc & 1:
+            raise GuestFault(FAULT_FETCH_MISALIGNED, pc)
         lo = int.from_bytes(self.mem.fetch(pc, 2), "little")
         word = lo if lo & 3 != 3 else int.from_bytes(self.mem.fetch(pc, 4), "little")
         insn = decode(word)
@@ -59,7 +63,10 @@ class InterpAccel(Accelerator):
         self._by_page.clear()
 
     def request_exit(self) -> None:
-        """Stop after the current instruction (callable from any thread)."""
+        """Stop after the current instruction (callable from any thread). A request made
+        while no run is in progress stops the next one before its first instruction: the
+        flag is cleared only by the run that honours it (clearing it when a run starts
+        would lose a request made just before)."""
         self._exit_req = True
 
     def close(self) -> None:
@@ -117,12 +124,13 @@ class InterpAccel(Accelerator):
         pc = self.machine.cpu.pc
         n = 0
         ex = None
-        self._exit_req = False
         try:
             while n < budget and not self._exit_req:
                 pc = self.step(pc)
                 n += 1
                 b.instret += 1
+            if self._exit_req:
+                self._exit_req = False
         except Trap as t:
             word = self.fetch_decode(pc).word if t.kind == "illegal" else 0
             ex = Exit(_TRAP_EXIT[t.kind], n, word=word)

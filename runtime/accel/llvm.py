@@ -11,6 +11,20 @@ runs when native code returns to Python, which it does only to
 * stop for the machine: a syscall, a fault, an illegal instruction, the budget.
 
 Every such exit is counted by reason in ``stats.exits``.
+
+Threads. Everything here runs on the vCPU thread (the one calling ``run``), or while that
+thread is parked (the monitor's run_on_cpu), except three entry points:
+
+* ``_compiled`` runs in a region worker's reader thread: it only appends the reply to
+  ``_ready`` under ``_lock`` and wakes the vCPU (``_wake``);
+* ``request_exit`` and ``_wake`` run in any thread: they set ``_stop_req``, ``_exit_req``
+  and ``state.icount_limit`` together under ``_lock``.
+
+So ``_ready``, ``_exit_req``, ``_stop_req`` and the limit the translated code reads are
+shared and locked; the translation cache, the jump cache and chain slots, the job tables
+(``_jobs``, ``_job_table``), the profiler and the statistics are confined to the vCPU thread
+(a reply is matched with its job only there, in ``_service``). The worker pool locks its own
+worker list and counters (``dbtlab.ir.region_worker``).
 """
 
 from __future__ import annotations
@@ -26,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 
 from dbtlab.ir import hostfault
-from dbtlab.ir.env import MAX_SLOTS, NUM_HELPERS, ULOG_SIZE, WLOG_SIZE, JITEnv
+from dbtlab.ir.env import (MAX_RUN_BUDGET, MAX_SLOTS, NUM_HELPERS, ULOG_SIZE, WLOG_SIZE,
+                           JITEnv)
 from dbtlab.ir.jit import JITEngine
 from dbtlab.ir.llvm_emit import ModuleEmitter
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
@@ -43,6 +58,7 @@ from dbtlab.translator.tcache import TB, SlotRec, TranslationCache
 
 log = logging.getLogger(__name__)
 
+MASK64 = (1 << 64) - 1
 _ENTER = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
 #: the code cache is flushed (QEMU's tb_flush) past this many compiled guest instructions
 CODE_CACHE_INSNS = 2_000_000
@@ -137,10 +153,13 @@ class LLVMAccel(Accelerator):
         self.interp = InterpAccel(machine, decode_cache=False)
         # second-tier compilation off the executing thread
         self._pool = None                     # worker processes (created on first need)
+        # confined to the vCPU thread:
         self._jobs: dict[int, int] = {}       # entry pc -> pending job id
-        self._job_table: dict[int, tuple] = {}
+        self._job_table: dict[int, tuple] = {}   # job id -> job
         self._job_ids = itertools.count(1)
-        self._ready: list = []                # compiled regions waiting to be installed
+        # shared with the workers' reader threads and with request_exit's callers, under
+        # _lock:
+        self._ready: list = []                # (job id, object or None) not yet served
         self._lock = threading.Lock()
         self._exit_req = False                # translated code asked to come back
         self._stop_req = False                # ... and run() to return (request_exit)
@@ -562,14 +581,14 @@ class LLVMAccel(Accelerator):
         self._workers().submit(jid, text, self.cfg.region_opt, self.cfg.region_opt)
 
     def _compiled(self, jid, obj, err) -> None:
-        """A worker finished (runs in the worker's reader thread)."""
+        """A worker finished (runs in the worker's reader thread). The reply waits in
+        ``_ready`` until the vCPU thread serves it: this thread touches nothing else (the
+        job tables are the vCPU thread's), and the guest goes on running afterwards."""
         if err:
             log.warning("region compile failed: %s", err)
         with self._lock:
-            job = self._job_table.pop(jid, None)
-            if job is not None:
-                self._ready.append((job, obj))
-        self.request_exit()
+            self._ready.append((jid, obj))
+        self._wake()
 
     def _workers(self):
         if self._pool is None:
@@ -588,13 +607,19 @@ class LLVMAccel(Accelerator):
             self.jit.cache.put(job[6], obj)
         self.install_region(entry, tbs, mod, code, obj, generation)
 
-    def _service(self) -> None:
-        """Install the regions the workers finished (the guest is not running)."""
+    def _service(self) -> bool:
+        """Serve an exit request (vCPU thread, the guest not running): restore the limit,
+        install the regions the workers finished; True if run() must return."""
         with self._lock:
             ready, self._ready = self._ready, []
+            stop, self._stop_req = self._stop_req, False
             self._exit_req = False
-        for job, obj in ready:
-            self._finish_job(job, obj)
+            self.env.state.icount_limit = self._limit
+        for jid, obj in ready:
+            job = self._job_table.pop(jid, None)
+            if job is not None:
+                self._finish_job(job, obj)
+        return stop
 
     def _wake(self) -> None:
         """Bring translated code back to Python at its next block entry (any thread):
@@ -605,8 +630,10 @@ class LLVMAccel(Accelerator):
 
     def request_exit(self) -> None:
         """Make run() return EXIT_BUDGET at the next block entry (any thread)."""
-        self._stop_req = True
-        self._wake()
+        with self._lock:
+            self._stop_req = True
+            self._exit_req = True
+            self.env.state.icount_limit = 0
 
     def _set_limit(self) -> None:
         with self._lock:
@@ -650,8 +677,12 @@ class LLVMAccel(Accelerator):
 
     # ---- running ---------------------------------------------------------------------
     def _load_env(self, budget: int, instret: int) -> None:
-        self._limit = instret + budget
-        self._import_cpu(instret)
+        """Counting starts from 0 each run, against a budget below 2**63 (a longer one
+        ends the run early, with EXIT_BUDGET): no comparison in translated code wraps
+        whatever the guest's instret is; counter CSRs add the base (ir/env.py)."""
+        self._limit = max(0, min(budget, MAX_RUN_BUDGET))
+        self.env.set_icount_base(instret)
+        self._import_cpu(0)
 
     def _import_cpu(self, icount: int) -> None:
         """The machine's CPU state into the environment, plus what translated code reads
@@ -684,8 +715,7 @@ class LLVMAccel(Accelerator):
 
     def _run(self, budget: int) -> Exit:
         st = self.env.state
-        start = self.machine.instret
-        self._load_env(budget, start)
+        self._load_env(budget, self.machine.instret)
         exits = self.stats.exits
         env_addr = self.env.address
         first = None
@@ -705,49 +735,46 @@ class LLVMAccel(Accelerator):
                 try:
                     self.translate(st.pc)
                 except GuestFault as f:
-                    return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), start)
+                    return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr))
             elif r == EXIT_CHAIN:
                 st.pc = self.cache.slots[st.exit_aux].target_pc
                 first = self._chain(st.exit_aux, st.pc)
                 if isinstance(first, Exit):
-                    return self._exit(first, start)
+                    return self._exit(first)
             elif r == EXIT_BUDGET:
-                if self._exit_req:
-                    self._service()
-                    self._set_limit()
-                    if self._stop_req:
-                        self._stop_req = False
-                        return self._exit(Exit(EXIT_BUDGET, 0), start)
+                if self._exit_req:       # unlocked read: set before the limit drops to
+                    if self._service():  # 0 and cleared only by _service, on this thread
+                        return self._exit(Exit(EXIT_BUDGET, 0))
                     continue
                 left = self._limit - st.icount
                 if left <= 0:
-                    return self._exit(Exit(EXIT_BUDGET, 0), start)
+                    return self._exit(Exit(EXIT_BUDGET, 0))
                 tb = self.cache.get(st.pc, left)
                 if tb is None:
                     try:
                         tb = self.translate(st.pc, left)
                     except GuestFault as f:
-                        return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr), start)
+                        return self._exit(Exit(EXIT_FAULT, 0, f.kind, f.addr))
                 first = tb.fn
             elif r in (EXIT_INTERP_ONE, EXIT_HOSTFAULT):
                 if r == EXIT_HOSTFAULT:
                     first = self._rewind_host_fault()
                     if first:              # a region rolled back: replay in the first tier
                         continue
-                ex = self._interp_one(start)
+                ex = self._interp_one()
                 if ex is not None:
-                    return self._exit(ex, start)
+                    return self._exit(ex)
             elif r == EXIT_HOT:
                 self._on_hot(st.pc)
             elif r in (EXIT_FENCE_I, EXIT_LOOKUP):
                 continue
             elif r in (EXIT_ECALL, EXIT_EBREAK, EXIT_ILLEGAL, EXIT_FAULT):
-                return self._exit(Exit(r, 0, st.fault_kind, st.fault_addr, st.exit_aux), start)
+                return self._exit(Exit(r, 0, st.fault_kind, st.fault_addr, st.exit_aux))
             else:
                 raise RuntimeError(f"translated code returned unknown exit {r}")
 
-    def _exit(self, ex: Exit, start: int) -> Exit:
-        ex.executed = self.env.state.icount - start
+    def _exit(self, ex: Exit) -> Exit:
+        ex.executed = self.env.state.icount       # counted from 0 in this run
         if ex.reason != EXIT_ILLEGAL:
             ex.word = 0
         self._store_env()
@@ -805,7 +832,7 @@ class LLVMAccel(Accelerator):
             self.stats.links += 1
         return tb.fn
 
-    def _interp_one(self, start: int) -> Exit | None:
+    def _interp_one(self) -> Exit | None:
         """Run the instruction at state.pc in the interpreter. Its stores go through the
         machine's memory, so a store into translated code invalidates it first."""
         st = self.env.state
@@ -813,7 +840,7 @@ class LLVMAccel(Accelerator):
             return None
         self._store_env()
         n_smc = self.stats.invalidated
-        ex = self.interp.run(1, instret=st.icount)
+        ex = self.interp.run(1, instret=(self.env.icount_base() + st.icount) & MASK64)
         self._import_cpu(st.icount + ex.executed)
         if self.stats.invalidated != n_smc:
             self.stats.smc += 1

@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -168,20 +169,75 @@ def _prot(flags: int) -> int:
             | (PROT_EXEC if flags & PF_X else 0))
 
 
-def _read_file(path: str) -> bytes:
+_MAX_SYMTAB = 256 << 20        # symbol and string tables larger than this are not read
+
+
+class _ElfFile:
+    """An open program file: only its headers and the parts the program headers name are
+    ever read, so its size does not matter."""
+
+    def __init__(self, path: str, fd: int, size: int) -> None:
+        self.path, self.fd, self.size = path, fd, size
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Bytes [offset, offset+n) of the file (fewer at its end)."""
+        n = max(0, min(n, self.size - offset))
+        if n == 0:
+            return b""
+        try:
+            return os.pread(self.fd, n, offset)
+        except OSError as e:
+            raise LoadError(f"{self.path}: cannot read: {e.strerror or e}") from None
+
+
+_NOT_A_FILE = [(stat.S_ISDIR, "is a directory, not a program"),
+               (stat.S_ISCHR, "a character device, not a program file"),
+               (stat.S_ISBLK, "a block device, not a program file"),
+               (stat.S_ISFIFO, "a FIFO (named pipe), not a program file"),
+               (stat.S_ISSOCK, "a socket, not a program file")]
+
+
+def _printable(raw: bytes, limit: int = 256) -> str:
+    """File bytes quoted in a one-line message: control characters escaped, cut at limit."""
+    text = raw.decode("utf-8", "backslashreplace")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256
+                   else f"\\u{ord(c):04x}" for c in text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _not_regular(path: str, mode: int) -> LoadError:
+    for test, what in _NOT_A_FILE:
+        if test(mode):
+            return LoadError(f"{path}: {what}")
+    return LoadError(f"{path}: not a regular file, not a program file")
+
+
+def _open_program(path: str) -> _ElfFile:
+    """Open the program for reading: only a regular file (execve refuses anything else,
+    and reading a device or a FIFO would never end or block)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(path, st.st_mode)
+        # O_NONBLOCK: should the path turn into a FIFO meanwhile, open does not wait
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise LoadError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise LoadError(f"{path}: is a directory, not a program") from None
     except OSError as e:
         raise LoadError(f"{path}: cannot read: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _not_regular(path, st.st_mode)
+    return _ElfFile(path, fd, st.st_size)
 
 
-def _check_header(path: str, data: bytes) -> tuple[int, int, int, int, int]:
-    """Validate the ELF header; return (e_type, e_entry, e_phoff, e_phentsize, e_phnum)."""
+def _check_header(path: str, data: bytes, size: int) -> tuple[int, int, int, int, int]:
+    """Validate the ELF header (``data``: the file's first 64 bytes or all of a shorter
+    file; ``size``: the file's size); return (e_type, e_entry, e_phoff, e_phentsize,
+    e_phnum)."""
     if len(data) < 4 or data[:4] != b"\x7fELF":
         if data[:2] == b"#!":
             raise LoadError(f"{path}: a script, not an ELF program")
@@ -219,49 +275,57 @@ def _check_header(path: str, data: bytes) -> tuple[int, int, int, int, int]:
     if e_phentsize != 56:
         raise LoadError(f"{path}: malformed ELF: program header size {e_phentsize} "
                         "(expected 56)")
-    if e_phoff + e_phnum * 56 > len(data):
+    if e_phoff + e_phnum * 56 > size:
         raise LoadError(f"{path}: truncated ELF: program headers extend past the end of "
-                        f"the file ({len(data)} bytes)")
+                        f"the file ({size} bytes)")
     return e_type, e_entry, e_phoff, e_phentsize, e_phnum
 
 
-def _parse_phdrs(data: bytes, phoff: int, phnum: int) -> list[_Phdr]:
+def _parse_phdrs(data: bytes, phnum: int) -> list[_Phdr]:
+    """The program headers, from their bytes (``data``: phnum entries of 56 bytes)."""
     out = []
     for i in range(phnum):
         (p_type, p_flags, p_offset, p_vaddr, _paddr, p_filesz, p_memsz, p_align
-         ) = struct.unpack_from("<IIQQQQQQ", data, phoff + 56 * i)
+         ) = struct.unpack_from("<IIQQQQQQ", data, 56 * i)
         out.append(_Phdr(i, p_type, p_flags, p_offset, p_vaddr, p_filesz, p_memsz, p_align))
     return out
 
 
-def _read_symbols(path: str, data: bytes, bias: int) -> tuple[dict[int, str], dict[int, int]]:
+def _read_symbols(f: _ElfFile, head: bytes, bias: int
+                  ) -> tuple[dict[int, str], dict[int, int]]:
     """FUNC and OBJECT symbols from .symtab (else .dynsym), parsed directly (pyelftools
-    takes ~0.1 ms per symbol; debug builds have tens of thousands). An unreadable symbol
-    table is not fatal — Linux never looks at sections — so it only logs a warning."""
+    takes ~0.1 ms per symbol; debug builds have tens of thousands). Only the section
+    headers and the two tables are read. An unreadable symbol table is not fatal — Linux
+    never looks at sections — so it only logs a warning."""
+    path = f.path
     syms: dict[int, str] = {}
     sizes: dict[int, int] = {}
     try:
-        shoff, = struct.unpack_from("<Q", data, 40)
-        shentsize, shnum = struct.unpack_from("<HH", data, 58)
+        shoff, = struct.unpack_from("<Q", head, 40)
+        shentsize, shnum = struct.unpack_from("<HH", head, 58)
         if shoff == 0 or shnum == 0:
             return syms, sizes
-        if shentsize != 64 or shoff + 64 * shnum > len(data):
+        if shentsize != 64 or shoff + 64 * shnum > f.size:
             raise ValueError("section headers outside the file")
-        shdrs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + 64 * i) for i in range(shnum)]
+        table = f.read(shoff, 64 * shnum)
+        shdrs = [struct.unpack_from("<IIQQQQIIQQ", table, 64 * i) for i in range(shnum)]
         tab = next((h for h in shdrs if h[1] == 2), None) or \
             next((h for h in shdrs if h[1] == 11), None)          # SHT_SYMTAB, SHT_DYNSYM
         if tab is None:
             return syms, sizes
         _n, _t, _f, _a, off, size, link, _i, _al, entsize = tab
-        if entsize != 24 or off + size > len(data) or link >= shnum:
+        if entsize != 24 or off + size > f.size or link >= shnum:
             raise ValueError("bad symbol table section")
         str_off, str_size = shdrs[link][4], shdrs[link][5]
-        if str_off + str_size > len(data):
+        if str_off + str_size > f.size:
             raise ValueError("bad string table section")
-        strtab = data[str_off:str_off + str_size]
+        if size > _MAX_SYMTAB or str_size > _MAX_SYMTAB:
+            raise ValueError(f"symbol table larger than {_MAX_SYMTAB >> 20} MiB")
+        strtab = f.read(str_off, str_size)
+        symdata = f.read(off, size - size % 24)
         rank: dict[int, int] = {}
         for name_off, info, _other, shndx, value, ssize in struct.iter_unpack(
-                "<IBBHQQ", data[off:off + size - size % 24]):
+                "<IBBHQQ", symdata):
             typ, bind = info & 0xF, info >> 4
             if typ not in (1, 2) or value == 0 or shndx == 0:      # OBJECT, FUNC; defined
                 continue
@@ -286,15 +350,26 @@ def load_elf(mem: GuestMemory, path: str, cfg: StartConfig) -> LoadedProgram:
     """Load a static RV64 executable into ``mem`` and build its initial stack.
 
     Raises ``LoadError`` (one line, naming the file) for anything Linux would refuse or
-    that dbtlab does not support (dynamic linking, other architectures, 32-bit)."""
-    data = _read_file(path)
-    e_type, e_entry, e_phoff, e_phentsize, e_phnum = _check_header(path, data)
-    phdrs = _parse_phdrs(data, e_phoff, e_phnum)
+    that dbtlab does not support (dynamic linking, other architectures, 32-bit, files
+    that are not regular files). Only the headers and the segments' file bytes are read,
+    and zero-filled memory (``.bss``) costs nothing, whatever its size."""
+    f = _open_program(path)
+    try:
+        return _load(mem, f, cfg)
+    finally:
+        os.close(f.fd)
+
+
+def _load(mem: GuestMemory, f: _ElfFile, cfg: StartConfig) -> LoadedProgram:
+    path = f.path
+    head = f.read(0, 64)
+    e_type, e_entry, e_phoff, e_phentsize, e_phnum = _check_header(path, head, f.size)
+    phdrs = _parse_phdrs(f.read(e_phoff, 56 * e_phnum), e_phnum)
 
     for p in phdrs:
         if p.type == PT_INTERP:
-            end = min(p.offset + p.filesz, len(data))
-            interp = data[p.offset:end].split(b"\0")[0].decode("utf-8", "replace")
+            raw = f.read(p.offset, min(p.filesz, 4096)) if p.offset < f.size else b""
+            interp = _printable(raw.split(b"\0")[0])
             raise LoadError(f"{path}: dynamically linked (program interpreter {interp}); "
                             "dbtlab runs static executables only: link with -static")
 
@@ -308,9 +383,9 @@ def load_elf(mem: GuestMemory, path: str, cfg: StartConfig) -> LoadedProgram:
         if p.filesz > p.memsz:
             raise LoadError(f"{path}: malformed ELF: segment {p.index} has file size "
                             f"{p.filesz:#x} larger than its memory size {p.memsz:#x}")
-        if p.offset + p.filesz > len(data):
+        if p.offset + p.filesz > f.size:
             raise LoadError(f"{path}: truncated ELF: segment {p.index} extends past the end "
-                            f"of the file ({p.offset + p.filesz:#x} > {len(data):#x} bytes)")
+                            f"of the file ({p.offset + p.filesz:#x} > {f.size:#x} bytes)")
 
     load_bias = 0
     if e_type == ET_DYN:
@@ -320,7 +395,7 @@ def load_elf(mem: GuestMemory, path: str, cfg: StartConfig) -> LoadedProgram:
     _check_config(path, cfg)
     stack_lo = cfg.stack_top - cfg.stack_size
     # page permissions: union over the segments touching each page
-    page_prot: dict[int, int] = {}
+    spans = []
     segments = []
     for p in loads:
         lo = p.vaddr + load_bias
@@ -333,15 +408,16 @@ def load_elf(mem: GuestMemory, path: str, cfg: StartConfig) -> LoadedProgram:
                             f"({stack_lo:#x}-{cfg.stack_top:#x})")
         prot = _prot(p.flags)
         segments.append((lo, p.memsz, prot))
-        for pn in range(lo >> 12, (hi + PAGE_SIZE - 1) >> 12):
-            page_prot[pn] = page_prot.get(pn, 0) | prot
+        spans.append((lo & PAGE_MASK, page_align_up(hi), prot))
 
     name = os.path.basename(path)
-    for start, end, prot in _runs(page_prot):
+    for start, end, prot in _runs(spans):
         mem.map(start, end - start, prot, name)
 
     # contents, in program-header order (later segments win on a shared page, as with
-    # Linux's successive MAP_FIXED file mappings)
+    # Linux's successive MAP_FIXED file mappings). The memory is fresh, so it reads as
+    # zero except where an earlier segment put something: only there is it zeroed again.
+    written = _Spans()
     for p in loads:
         lo = p.vaddr + load_bias
         page_lo = lo & PAGE_MASK
@@ -351,11 +427,15 @@ def load_elf(mem: GuestMemory, path: str, cfg: StartConfig) -> LoadedProgram:
         else:
             src, dst = p.offset, lo
         file_end = lo + p.filesz
-        if file_end > dst:
-            mem.poke(dst, data[src:src + (file_end - dst)])
         zero_end = page_align_up(lo + p.memsz)
-        if zero_end > file_end:
-            mem.poke(file_end, bytes(zero_end - file_end))
+        for a, b in written.overlapping(dst, zero_end):   # earlier segments' bytes
+            mem.zero(a, b - a)
+        if file_end > dst:
+            try:
+                mem.poke_file(dst, f.fd, src, file_end - dst)
+            except OSError as e:
+                raise LoadError(f"{path}: cannot read: {e.strerror or e}") from None
+        written.add(dst, zero_end)
 
     exec_stack = any(p.type == PT_GNU_STACK and p.flags & PF_X for p in phdrs)
     tls = next(((p.vaddr + load_bias, p.filesz, p.memsz, p.align)
@@ -385,7 +465,7 @@ def load_elf(mem: GuestMemory, path: str, cfg: StartConfig) -> LoadedProgram:
     ]
     sp, auxv, random_addr = _build_stack(mem, path, cfg, argv, env, execfn, auxv_head)
 
-    syms, sizes = _read_symbols(path, data, load_bias)
+    syms, sizes = _read_symbols(f, head, load_bias)
     prog = LoadedProgram(path=path, entry=entry, sp=sp, brk_start=brk_start, phdr=phdr_addr,
                          phnum=e_phnum, phent=e_phentsize, load_bias=load_bias,
                          elf_type=e_type, auxv=auxv, segments=segments, symbols=syms,
@@ -410,15 +490,58 @@ def _check_config(path: str, cfg: StartConfig) -> None:
                         f"{len(cfg.random_bytes)}")
 
 
-def _runs(page_prot: dict[int, int]) -> list[tuple[int, int, int]]:
-    """Maximal runs of consecutive pages with equal permissions: (start, end, prot)."""
+class _Spans:
+    """Disjoint sorted [start, end) ranges, merged as they are added."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def overlapping(self, a: int, b: int) -> list[tuple[int, int]]:
+        """The parts of [a, b) already covered."""
+        i = bisect.bisect_right(self.ends, a)
+        out = []
+        while i < len(self.starts) and self.starts[i] < b:
+            out.append((max(a, self.starts[i]), min(b, self.ends[i])))
+            i += 1
+        return out
+
+    def add(self, a: int, b: int) -> None:
+        i = bisect.bisect_left(self.ends, a)
+        j = bisect.bisect_right(self.starts, b)
+        if i < j:
+            a, b = min(a, self.starts[i]), max(b, self.ends[j - 1])
+        self.starts[i:j] = [a]
+        self.ends[i:j] = [b]
+
+
+def _runs(spans: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Page-aligned (start, end, prot) spans, possibly overlapping, as maximal disjoint
+    runs of equal permissions, each page getting the union of the spans covering it.
+    A sweep over the spans' ends: the cost does not depend on their sizes."""
+    events = sorted(e for start, end, prot in spans if start < end
+                    for e in ((start, 1, prot), (end, -1, prot)))
+    depth = 0
+    count = {PROT_READ: 0, PROT_WRITE: 0, PROT_EXEC: 0}
     out: list[list[int]] = []
-    for pn in sorted(page_prot):
-        prot = page_prot[pn]
-        if out and out[-1][1] == pn << 12 and out[-1][2] == prot:
-            out[-1][1] += PAGE_SIZE
+    i = 0
+    while i < len(events):
+        at = events[i][0]
+        while i < len(events) and events[i][0] == at:
+            _at, delta, prot = events[i]
+            depth += delta
+            for bit in count:
+                if prot & bit:
+                    count[bit] += delta
+            i += 1
+        if depth == 0 or i == len(events):
+            continue
+        prot = sum(bit for bit, n in count.items() if n)
+        nxt = events[i][0]
+        if out and out[-1][1] == at and out[-1][2] == prot:
+            out[-1][1] = nxt
         else:
-            out.append([pn << 12, (pn + 1) << 12, prot])
+            out.append([at, nxt, prot])
     return [tuple(r) for r in out]
 
 

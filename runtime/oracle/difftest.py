@@ -7,10 +7,12 @@ at the current pc) or one instruction — then compares pc, x and f registers, f
 reservation, how the guest ended, and every guest page any engine wrote during the step.
 
 The first engine is the reference. Known deviations of the unicorn oracle from the spec
-(``runtime/oracle/deviations.py``) are excused only when their exact condition holds, counted, and
-repaired in the oracle's state (so later steps stay comparable); steps whose block contains
-an instruction that can meet one are taken one instruction at a time, so each deviation is
-attributed to exactly one instruction.
+(``runtime/oracle/deviations.py``, the list the fuzzer uses too) are excused only when their
+exact condition holds (``deviations.explain`` on the instruction and the states before and
+after it), counted, and repaired in the oracle's state (so later steps stay comparable);
+steps whose block contains an instruction that can meet one are taken one instruction at a
+time, so each deviation is attributed to exactly one instruction. A deviation at which the
+reference's run ends (it trapped where unicorn went on) ends the comparison there.
 
 On the first unexplained divergence, ``difftest`` returns a ``Divergence``: step number, pc,
 the step's instructions, each differing register or page with every engine's value, and
@@ -24,25 +26,17 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from dbtlab.ir.state import F_NAMES, X_NAMES
+from dbtlab.ir.state import EXIT_EBREAK, EXIT_FAULT, EXIT_ILLEGAL, F_NAMES, X_NAMES
 from dbtlab.runtime.config import RunConfig
-from dbtlab.runtime.oracle.deviations import explain
 from dbtlab.runtime.linux.loader import StartConfig
 from dbtlab.runtime.machine import Machine
 from dbtlab.runtime.linux.memory import PAGE_SHIFT, GuestFault
+from dbtlab.runtime.oracle.deviations import State, explain, may_deviate, repair, trap_of_exit
 from dbtlab.translator.block import form_block
 from dbtlab.translator.decode import decode
 from dbtlab.translator.insn import Insn
 
 HISTORY = 8
-# instructions that can meet a known oracle deviation: stepped one at a time
-_DEVIATION_PRONE = {"fmin.s", "fmax.s", "fmin.d", "fmax.d", "fmadd.s", "fmsub.s", "fnmsub.s",
-                    "fnmadd.s", "fmadd.d", "fmsub.d", "fnmsub.d", "fnmadd.d"}
-
-
-def _prone(insn: Insn) -> bool:
-    return insn.name in _DEVIATION_PRONE or insn.name.endswith(".s") or \
-        insn.name in ("fmv.w.x", "fcvt.d.s", "fcvt.s.d")
 
 
 @dataclass
@@ -61,11 +55,14 @@ class Divergence:
     history: list[tuple[int, int, str]]   # last steps: (step, pc, where)
     engines: list[str]
     where: str = ""                   # " <symbol+off>" of pc
+    deviation: str = ""               # the known deviation it is, when not excused
 
     def report(self) -> str:
         out = [f"DIVERGENCE at step {self.step} (after {self.instret} instructions), "
                f"block at pc {self.pc:#x}{self.where}:"]
         out += [f"  {pc:#x}:  {text}" for pc, text in self.insns]
+        if self.deviation:
+            out.append(f"  known oracle deviation {self.deviation} (not excused)")
         width = max(len(e) for e in self.engines)
         for d in self.differences:
             out.append(f"  {d.what}:")
@@ -88,6 +85,7 @@ class DiffResult:
     excused: collections.Counter = field(default_factory=collections.Counter)
     outputs: dict[str, bytes] = field(default_factory=dict)
     ended: dict[str, tuple] = field(default_factory=dict)
+    ended_at: str = ""                # a known deviation that ended the reference's run
 
     @property
     def ok(self) -> bool:
@@ -101,6 +99,9 @@ class DiffResult:
         if self.excused:
             s += "\n  excused known oracle deviations: " + ", ".join(
                 f"{k} ({v})" for k, v in sorted(self.excused.items()))
+        if self.ended_at:
+            s += (f"\n  the reference's run ended at known oracle deviation {self.ended_at}"
+                  f" (unicorn went on): compared up to there")
         return s
 
 
@@ -126,6 +127,7 @@ class Lockstep:
                                           uid=1000, gid=1000)
         self._outs = {}
         self.machines: dict[str, Machine] = {}
+        self.last_exit: dict[str, object] = {}    # each accelerator's last Exit
         for e in self.engines:
             out = tempfile.TemporaryFile()
             self._outs[e] = out
@@ -133,8 +135,18 @@ class Lockstep:
             m = Machine(program, argv, config=cfg, start=self.start, stdout=out.fileno(),
                         stderr=out.fileno())
             m.accel.enable_write_log()
+            m.accel.run = self._recording(e, m.accel.run)
             self.machines[e] = m
         self.ref = self.machines[self.engines[0]]
+
+    def _recording(self, engine: str, run):
+        """``run`` that remembers its Exit (how an instruction trapped, for the states
+        ``deviations.explain`` compares)."""
+        def recorded(budget: int):
+            ex = run(budget)
+            self.last_exit[engine] = ex
+            return ex
+        return recorded
 
     def close(self) -> None:
         for m in self.machines.values():
@@ -163,7 +175,7 @@ class Lockstep:
             insns = form_block(fetch, pc, 128).insns
         except GuestFault:
             return []
-        if any(_prone(i) for _, i in insns):
+        if any(may_deviate(i) for _, i in insns):
             return insns[:1]
         return insns
 
@@ -208,15 +220,21 @@ def difftest(program: str, args: list[str] | tuple = (), engines=("llvm", "unico
             for m in ls.machines.values():
                 written |= m.accel.take_written_pages()
             diffs = _compare(ls, ends, written)
-            if diffs and known_deviations and len(insns) == 1:
-                diffs = _excuse(ls, insns[0][1], before, diffs, result)
+            dev = None
+            if diffs and len(insns) == 1:
+                diffs, dev = _excuse(ls, insns[0][1], before, ends, written, diffs, result,
+                                     known_deviations)
             where = ref.where_symbol(pc)[len(f"{pc:#x}"):]
             history.append((result.steps, pc, where))
             if diffs:
                 result.divergence = Divergence(
                     result.steps, before["instret"], pc,
                     [(a, _disasm(i, a)) for a, i in insns], diffs, list(history)[:-1],
-                    list(engines), where)
+                    list(engines), where, dev.name if dev is not None else "")
+                break
+            if dev is not None:                   # excused, and the reference's run ended
+                result.ended_at = dev.name
+                result.instructions = ref.instret
                 break
             result.instructions = ref.instret
             if all(m.exited for m in ls.machines.values()) or \
@@ -237,9 +255,10 @@ def difftest(program: str, args: list[str] | tuple = (), engines=("llvm", "unico
         ls.close()
 
 
-def _compare(ls: Lockstep, ends: dict, written: set[int]) -> list[Difference]:
-    engines = ls.engines
-    states = {e: _state(m) for e, m in ls.machines.items()}
+def _compare(ls: Lockstep, ends: dict, written: set[int],
+             engines: list[str] | None = None) -> list[Difference]:
+    engines = engines or ls.engines
+    states = {e: _state(ls.machines[e]) for e in engines}
     ref = states[engines[0]]
     diffs: list[Difference] = []
 
@@ -248,7 +267,7 @@ def _compare(ls: Lockstep, ends: dict, written: set[int]) -> list[Difference]:
         if len(set(map(repr, vals.values()))) > 1:
             diffs.append(Difference(what, vals))
 
-    if len({repr(v) for v in ends.values()}) > 1:
+    if len({repr(ends[e]) for e in engines}) > 1:
         diffs.append(Difference("end of run", {e: ends[e] for e in engines}))
     check("instructions retired", lambda s: s["instret"])
     check("pc", lambda s: s["pc"])
@@ -262,12 +281,7 @@ def _compare(ls: Lockstep, ends: dict, written: set[int]) -> list[Difference]:
     check("frm", lambda s: s["frm"])
     check("reservation", lambda s: (s["res_valid"], s["res_addr"] if s["res_valid"] else 0))
     for pn in sorted(written):
-        pages = {}
-        for e, m in ls.machines.items():
-            try:
-                pages[e] = bytes(m.mem.page_bytes(pn))
-            except KeyError:
-                pages[e] = None
+        pages = {e: _page(ls.machines[e], pn) for e in engines}
         if len(set(pages.values())) > 1:
             first = pages[engines[0]]
             off = next((i for i in range(4096) if any(
@@ -281,23 +295,84 @@ def _compare(ls: Lockstep, ends: dict, written: set[int]) -> list[Difference]:
     return diffs
 
 
-def _excuse(ls: Lockstep, insn: Insn, before: dict, diffs: list[Difference],
-            result: DiffResult) -> list[Difference]:
-    """Excuse the oracle's known deviations on this one instruction; repair its state."""
+def _page(m: Machine, pn: int) -> bytes | None:
+    try:
+        return bytes(m.mem.page_bytes(pn))
+    except KeyError:
+        return None
+
+
+# ---- known deviations ---------------------------------------------------------------------
+
+def _dev_state(m: Machine, mem=None, trap=None) -> State:
+    c = m.cpu
+    x = list(c.x)
+    x[0] = 0
+    return State(tuple(x), tuple(c.f), c.pc, c.fflags, c.frm,
+                 (c.res_addr, c.res_val) if c.res_valid else (), mem, trap)
+
+
+def _after(ls: Lockstep, e: str, end, pages: list[int]) -> State:
+    """Engine ``e``'s state after a one-instruction step as ``deviations`` compares it:
+    the memory is the pages any engine wrote in the step; the trap, how its run ended."""
+    trap = None
+    if end is None:
+        trap = ("exited",)                 # it had ended before the step
+    elif end != ("running",):
+        ex = ls.last_exit.get(e)
+        if end[0] == "signal" and ex is not None and \
+                ex.reason in (EXIT_FAULT, EXIT_ILLEGAL, EXIT_EBREAK):
+            trap = trap_of_exit(ex.reason, ex.fault_kind, ex.fault_addr, ex.word)
+        else:
+            trap = end
+    m = ls.machines[e]
+    return _dev_state(m, tuple(_page(m, pn) for pn in pages), trap)
+
+
+def _set_state(m: Machine, s: State) -> None:
+    c = m.cpu
+    for i in range(1, 32):
+        c.x[i] = s.x[i]
+    for i in range(32):
+        c.f[i] = s.f[i]
+    c.pc, c.fflags, c.frm = s.pc, s.fflags, s.frm
+    c.res_valid = 1 if s.res else 0
+    if s.res:
+        c.res_addr, c.res_val = s.res
+
+
+def _excuse(ls: Lockstep, insn: Insn, before: dict, ends: dict, written: set[int],
+            diffs: list[Difference], result: DiffResult, known: bool):
+    """Ask ``deviations.explain`` about each unicorn engine that differs from the
+    reference after this one instruction. Returns the differences left and the deviation
+    that accounts for them (when ``known``: excused — counted, the oracle's state
+    repaired — or, for a deviation that ends the reference's run, that deviation)."""
     engines = ls.engines
-    if any(d.what.startswith(("memory", "end of run", "instructions")) for d in diffs):
-        return diffs
-    ref_after = _state(ls.ref)
+    pages = sorted(written)
+    b = State(tuple(before["x"]), tuple(before["f"]), before["pc"], before["fflags"],
+              before["frm"], (before["res_addr"], before["res_val"]) if before["res_valid"]
+              else ())
+    ref_after = _after(ls, engines[0], ends[engines[0]], pages)
+    found, ended = None, []
     for e in engines[1:]:
         if e != "unicorn":
             continue
-        m = ls.machines[e]
-        after = _state(m)
-        dev = explain(insn, before, ref_after, after)
+        after = _after(ls, e, ends[e], pages)
+        if after == ref_after:
+            continue
+        dev = explain(insn, b, ref_after, after)
         if dev is None:
-            return diffs
+            return diffs, None
+        found = dev
+        if not known:
+            continue
         result.excused[dev.name] += 1
-        m.cpu.f[insn.rd] = ref_after["f"][insn.rd]
-        m.cpu.fflags = ref_after["fflags"]
-    return _compare(ls, {e: ("running",) for e in engines}, set())
-
+        if dev.ends_run:
+            ended.append(e)
+        else:
+            _set_state(ls.machines[e], repair(dev, ref_after, after))
+            ends[e] = ends[engines[0]]
+    if not known or found is None:
+        return diffs, found
+    rest = _compare(ls, ends, written, [e for e in engines if e not in ended])
+    return rest, (found if ended and not rest else None)

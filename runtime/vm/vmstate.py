@@ -26,7 +26,10 @@ Stream layout (integers big-endian, as in QEMU)::
     eof     := u8 0x00 | u32 crc32(every byte of the stream before this field)
 
 Unlike QEMU, payloads are length-framed and every section carries a CRC, so a corrupt,
-truncated or spliced stream is always detected before anything is applied.
+truncated or spliced stream is always detected before anything is applied. A declared
+length or count is checked against the bytes that remain (and a memory map against the
+guest address space, ``ADDR_LIMIT``) before anything is read, allocated or iterated: no
+loop runs longer than the data present.
 
 Sections written by ``savevm`` (section id: order of first appearance):
 
@@ -80,8 +83,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
+from dbtlab.ir.abi import ADDR_LIMIT, PAGE_SHIFT, PAGE_SIZE
 from dbtlab.runtime.errors import DbtError
-from dbtlab.runtime.linux.memory import ADDR_LIMIT, PAGE_SHIFT, PAGE_SIZE, PROT_MASK
+from dbtlab.runtime.linux.memory import PROT_MASK
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +131,19 @@ class SaveBlocked(SnapshotError):
     """The machine is in a state that cannot be saved (QEMU's migration blockers)."""
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(0x20)} | {0x7F: "\\x7f"}
+
+
+def printable(text: str) -> str:
+    """``text`` for a one-line message: bytes that are not UTF-8 (surrogate-escaped host
+    bytes), lone surrogates and control characters (a newline in a file name) escaped."""
+    try:
+        b = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        b = text.encode("utf-8", "backslashreplace")
+    return b.decode("utf-8", "backslashreplace").translate(_CONTROL)
+
+
 class _Malformed(Exception):
     """Raised inside payload decoding; turned into a StreamError naming the section."""
 
@@ -147,6 +164,10 @@ class _Backend:
         """True if nothing follows (None: cannot tell without blocking, e.g. a socket)."""
         return None
 
+    def remaining(self) -> int | None:
+        """Bytes left to read, if known without reading them (None: a socket, a pipe)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -165,6 +186,15 @@ class _FileBackend(_Backend):
         try:
             return self.f.read(1) == b""
         except OSError:
+            return None
+
+    def remaining(self) -> int | None:
+        try:
+            st = os.fstat(self.f.fileno())
+            if not _stat.S_ISREG(st.st_mode):
+                return None
+            return max(0, st.st_size - self.f.tell())
+        except (OSError, ValueError, AttributeError):
             return None
 
     def close(self) -> None:
@@ -213,6 +243,9 @@ class _MemoryBackend(_Backend):
     def at_end(self) -> bool | None:
         return self.data is not None and self.pos >= len(self.data)
 
+    def remaining(self) -> int | None:
+        return None if self.data is None else len(self.data) - self.pos
+
 
 class VMFile:
     """A buffered, one-direction byte stream with a latched error and an optional rate
@@ -225,6 +258,8 @@ class VMFile:
     them through the same VMFile."""
 
     BUFSIZE = 64 << 10
+    #: largest single read from the back end: a declared length never sizes an allocation
+    MAX_READ = 1 << 20
 
     def __init__(self, backend: _Backend, writable: bool, *,
                  rate_limit: int | None = None) -> None:
@@ -249,7 +284,7 @@ class VMFile:
         try:
             f = open(path, mode)
         except OSError as e:
-            raise SnapshotError(f"cannot open snapshot stream {path}: "
+            raise SnapshotError(f"cannot open snapshot stream {printable(path)}: "
                                 f"{e.strerror or e}") from None
         return cls(_FileBackend(f, True, path), mode == "wb", **kw)
 
@@ -364,7 +399,8 @@ class VMFile:
         while need:
             if self._rpos >= len(self._rbuf):
                 try:
-                    self._rbuf = self.backend.read(max(need, self.BUFSIZE))
+                    self._rbuf = self.backend.read(min(max(need, self.BUFSIZE),
+                                                       self.MAX_READ))
                 except OSError as e:
                     self.set_error(SnapshotError(f"snapshot stream ({self.backend.name}): "
                                                  f"read failed: {e.strerror or e}"))
@@ -394,6 +430,13 @@ class VMFile:
     def get_be64(self) -> int:
         b = self.get_buffer(8)
         return struct.unpack(">Q", b)[0] if len(b) == 8 else 0
+
+    def remaining(self) -> int | None:
+        """Bytes left to read (buffered and in the back end), or None when the back end
+        cannot tell (a socket, a pipe)."""
+        probe = getattr(self.backend, "remaining", None)     # duck-typed back ends may lack it
+        rest = probe() if probe is not None else None
+        return None if rest is None else rest + len(self._rbuf) - self._rpos
 
     def at_end(self) -> bool | None:
         """Nothing left to read? (None when the back end cannot tell, e.g. a socket.)"""
@@ -883,10 +926,24 @@ def memory_regions(mem) -> list[Region]:
             for s, e, prot, name, _host in mem.regions()]
 
 
+def written_pages(mem) -> list[int]:
+    """The page numbers of a GuestMemory that may hold non-zero bytes (written since they
+    were mapped), in order, found by range (``data_ranges``): a huge, mostly untouched
+    mapping is never walked page by page."""
+    ranges = getattr(mem, "data_ranges", None)
+    if ranges is None:                       # a memory without range bookkeeping
+        return sorted(mem.pages)
+    out: list[int] = []
+    for start, end, *_ in mem.regions():
+        for lo, hi in ranges(start, end - start):
+            out.extend(range(lo >> PAGE_SHIFT, (hi + PAGE_SIZE - 1) >> PAGE_SHIFT))
+    return out
+
+
 def capture_memory(mem) -> MemoryImage:
     """Copy the guest memory's map and non-zero pages."""
     pages = {}
-    for pn in sorted(mem.pages):
+    for pn in written_pages(mem):
         raw = mem.page_bytes(pn).tobytes()
         if raw != ZERO_PAGE:
             pages[pn] = raw
@@ -955,9 +1012,12 @@ class RamSaver:
         return memory_regions(self.source)
 
     def _all_pages(self) -> list[int]:
+        # the stored or written pages, never every mapped page: a zero page not sent
+        # before is not sent at all, and a map may claim the whole address space (2**26
+        # pages) with a handful stored
         if isinstance(self.source, MemoryImage):
-            return sorted(self.source.mapped())
-        return sorted(self.source.pages)
+            return sorted(self.source.pages)
+        return written_pages(self.source)
 
     def _page(self, pn: int) -> bytes | None:
         """Compressed contents, or None for a zero page."""
@@ -982,6 +1042,9 @@ class RamSaver:
         mapped = RegionIndex(regions)
         todo = self._all_pages() if pages is None else sorted(p for p in set(pages)
                                                                if p in mapped)
+        if pages is None and self.sent:
+            # pages sent before that are zero now still go (as ZERO records)
+            todo = sorted(set(todo) | {p for p in self.sent if p in mapped})
         # the receiver keeps pages unmapped between passes until END (which drops what is
         # outside the final map): a page remapped as zero must still go as a ZERO record
         if final:
@@ -1341,6 +1404,10 @@ def _read_stream(f: VMFile, expect_end: bool) -> VMSnapshot:
         if plen > MAX_PAYLOAD:
             raise StreamError(f"corrupt snapshot stream: section '{name}' claims a "
                               f"{plen}-byte payload (limit {MAX_PAYLOAD})")
+        left = f.remaining()
+        if left is not None and plen + _FOOTER.size > left:
+            raise StreamError(f"snapshot stream is truncated: section '{name}' claims a "
+                              f"{plen}-byte payload, but only {left} bytes follow")
         payload = f.get_buffer(plen)
         footer = f.get_buffer(_FOOTER.size)
         if f.error is not None:
@@ -1429,14 +1496,25 @@ def write_file(snap: VMSnapshot, path: str, **kw) -> int:
     """Write a stream file (atomically: a temporary file renamed into place); returns its
     size."""
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".dbtlab-vm-", dir=d)
+    if os.path.isdir(path):
+        raise SnapshotError(f"cannot write snapshot stream {printable(path)}: it is a "
+                            "directory")
     try:
-        with os.fdopen(fd, "wb") as fo:
-            f = VMFile.for_fileobj(fo, True, name=path)
-            write_stream(snap, f, **kw)
-            f.check()
-            size = f.transferred
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=".dbtlab-vm-", dir=d)
+    except OSError as e:
+        raise SnapshotError(f"cannot write snapshot stream {printable(path)}: "
+                            f"{e.strerror or e}") from None
+    try:
+        try:
+            with os.fdopen(fd, "wb") as fo:
+                f = VMFile.for_fileobj(fo, True, name=path)
+                write_stream(snap, f, **kw)
+                f.check()
+                size = f.transferred
+            os.replace(tmp, path)
+        except OSError as e:
+            raise SnapshotError(f"cannot write snapshot stream {printable(path)}: "
+                                f"{e.strerror or e}") from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -1447,14 +1525,76 @@ def write_file(snap: VMSnapshot, path: str, **kw) -> int:
 
 
 # ---- capture: machine -> VMSnapshot ---------------------------------------------------------------
+_KINDS = ((_stat.S_ISDIR, "a directory"), (_stat.S_ISFIFO, "a FIFO"),
+          (_stat.S_ISSOCK, "a socket"), (_stat.S_ISCHR, "a character device"),
+          (_stat.S_ISBLK, "a block device"))
+_PSEUDO_FS: dict[str, int | None] = {}
+
+
+def _file_kind(st: os.stat_result) -> str:
+    return next((what for test, what in _KINDS if test(st.st_mode)), "not a regular file")
+
+
+def _pseudo_fs(st: os.stat_result) -> str | None:
+    """'/proc' or '/sys' if the file lives on the host's procfs or sysfs (their files
+    look regular but describe this process and this machine), else None."""
+    for root in ("/proc", "/sys"):
+        if root not in _PSEUDO_FS:
+            try:
+                _PSEUDO_FS[root] = os.stat(root).st_dev
+            except OSError:
+                _PSEUDO_FS[root] = None
+        if _PSEUDO_FS[root] is not None and st.st_dev == _PSEUDO_FS[root]:
+            return root
+    return None
+
+
+def open_program(path: str) -> tuple[int, os.stat_result]:
+    """Open a program file named by a snapshot, refusing anything but a regular file: a
+    directory, a FIFO (whose open would wait for a writer), a device, a socket or a file
+    of the host's /proc or /sys is never opened. Returns (descriptor, its fstat)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"snapshot: cannot read program {printable(path)}: "
+                            f"{getattr(e, 'strerror', None) or e}") from None
+    if not _stat.S_ISREG(st.st_mode):
+        raise ProgramMismatch(f"snapshot program {printable(path)} is {_file_kind(st)}, not a "
+                              "program file: refusing to open it")
+    pseudo = _pseudo_fs(st)
+    if pseudo is not None:
+        raise ProgramMismatch(f"snapshot program {printable(path)} is a file of the host's "
+                              f"{pseudo}, not a program file: refusing to open it")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise SnapshotError(f"snapshot: cannot read program {printable(path)}: "
+                            f"{e.strerror or e}") from None
+    fst = os.fstat(fd)
+    if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino) or not _stat.S_ISREG(fst.st_mode):
+        os.close(fd)
+        raise SnapshotError(f"snapshot: program {printable(path)} changed while it was opened")
+    return fd, fst
+
+
 def file_sha256(path: str) -> tuple[bytes, int]:
+    """(SHA-256, size) of a regular file (see ``open_program`` for what is refused)."""
     import hashlib
+    fd, st = open_program(path)
     h = hashlib.sha256()
     n = 0
-    with open(path, "rb") as fo:
-        for chunk in iter(lambda: fo.read(1 << 20), b""):
+    try:
+        while n < st.st_size:
+            chunk = os.read(fd, min(1 << 20, st.st_size - n))
+            if not chunk:
+                break
             h.update(chunk)
             n += len(chunk)
+    except OSError as e:
+        raise SnapshotError(f"snapshot: cannot read program {printable(path)}: "
+                            f"{e.strerror or e}") from None
+    finally:
+        os.close(fd)
     return h.digest(), n
 
 
@@ -1462,14 +1602,15 @@ _HASH_CACHE: dict[tuple, tuple[bytes, int]] = {}
 
 
 def program_identity(path: str) -> tuple[bytes, int]:
-    """(SHA-256, size) of a program file (cached by path, size, mtime)."""
+    """(SHA-256, size) of a program file (cached by path, size, mtime); only a regular
+    file is opened."""
     try:
         st = os.stat(path)
-    except OSError as e:
-        raise SnapshotError(f"snapshot: cannot read program {path}: "
-                            f"{e.strerror or e}") from None
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _HASH_CACHE:
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"snapshot: cannot read program {printable(path)}: "
+                            f"{getattr(e, 'strerror', None) or e}") from None
+    key = (os.path.abspath(path), st.st_dev, st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASH_CACHE or not _stat.S_ISREG(st.st_mode):
         _HASH_CACHE[key] = file_sha256(path)
     return _HASH_CACHE[key]
 
@@ -1587,9 +1728,45 @@ def check_program(snap: VMSnapshot, path: str) -> None:
     digest, size = program_identity(path)
     if digest != snap.program["sha256"]:
         raise ProgramMismatch(
-            f"snapshot is of {snap.program_path} (sha256 {snap.program_sha256[:16]}...), "
-            f"but {path} has sha256 {digest.hex()[:16]}...: refusing to load it into a "
-            "different program")
+            f"snapshot is of {printable(snap.program_path)} (sha256 "
+            f"{snap.program_sha256[:16]}...), but {printable(path)} has sha256 "
+            f"{digest.hex()[:16]}...: refusing to load it into a different program")
+
+
+def _reopen_host_file(n: int, path: str, oflags: int) -> int:
+    """Open a saved descriptor's host file again. What a snapshot names is checked before
+    it is opened: a FIFO (whose open would wait for a writer), a socket, a block device
+    or a file of the host's /proc or /sys (this process's memory, not the saver's) is
+    refused; the open itself does not block, and the file opened must be the one
+    checked."""
+    what = f"loadvm: cannot reopen guest fd {n} ({printable(path)})"
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as e:
+        raise SnapshotError(f"{what}: {getattr(e, 'strerror', None) or e}") from None
+    mode = st.st_mode
+    if not (_stat.S_ISREG(mode) or _stat.S_ISDIR(mode) or _stat.S_ISCHR(mode)):
+        raise SnapshotError(f"{what}: it is {_file_kind(st)}, which a snapshot never "
+                            "reopens")
+    pseudo = _pseudo_fs(st)
+    if pseudo is not None:
+        raise SnapshotError(f"{what}: it is a file of the host's {pseudo}, which a "
+                            "snapshot never reopens")
+    try:
+        h = os.open(path, oflags | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise SnapshotError(f"{what}: {e.strerror or e}") from None
+    try:
+        fst = os.fstat(h)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            raise SnapshotError(f"{what}: the file changed while it was opened")
+        if not oflags & os.O_NONBLOCK:
+            import fcntl
+            fcntl.fcntl(h, fcntl.F_SETFL, fcntl.fcntl(h, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(h)
+        raise
+    return h
 
 
 def _reopen_fds(records: list[dict], stdio: tuple[int | None, int | None, int | None]):
@@ -1615,11 +1792,7 @@ def _reopen_fds(records: list[dict], stdio: tuple[int | None, int | None, int | 
             elif kind == FD_FILE:
                 fl = (r["flags"] & ~(O_CREAT | O_EXCL | O_TRUNC) & ~(O_APPEND | O_NONBLOCK)) \
                     | (r["status"] & (O_APPEND | O_NONBLOCK))
-                try:
-                    h = os.open(r["host_path"], host_oflags(fl))
-                except OSError as e:
-                    raise SnapshotError(f"loadvm: cannot reopen guest fd {n} "
-                                        f"({r['host_path']}): {e.strerror or e}") from None
+                h = _reopen_host_file(n, r["host_path"], host_oflags(fl))
                 out[n] = FileDesc(h, is_dir=r["is_dir"], **common)
                 if _stat.S_ISDIR(os.fstat(h).st_mode) != r["is_dir"]:
                     raise SnapshotError(f"loadvm: guest fd {n} ({r['host_path']}) is no "
@@ -1745,8 +1918,8 @@ def instantiate(snap: VMSnapshot, *, config=None, program: str | None = None,
     from dbtlab.runtime.machine import Machine
     path = program or snap.program_path
     if not os.path.exists(path):
-        raise ProgramMismatch(f"snapshot program {path} does not exist (the snapshot needs "
-                              "the exact ELF it was taken of)")
+        raise ProgramMismatch(f"snapshot program {printable(path)} does not exist (the "
+                              "snapshot needs the exact ELF it was taken of)")
     check_program(snap, path)
     cfg = config or RunConfig()
     m = Machine(path, config=cfg, start=snap.start_config(), stdin=stdin, stdout=stdout,

@@ -1,5 +1,6 @@
-"""Lockstep differential testing: no divergence on correct engines, and a planted bug is
-caught at the exact step with a useful report."""
+"""Lockstep differential testing: no divergence on correct engines, a planted bug is caught
+at the exact step with a useful report, and unicorn's known deviations in a compiled
+program are excused by name (or reported, with --no-known-deviations)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import pytest
 
 from dbtlab.ir import llvm_emit
 from dbtlab.runtime.oracle.difftest import difftest
-from tests.conftest import ACCELS, GUESTS, guest_cases
+from tests.conftest import ACCELS, GUESTS, ROOT, guest_cases
 
 PAIRS = [("interp", "llvm")] + ([("llvm", "unicorn")] if "unicorn" in ACCELS else [])
+needs_unicorn = pytest.mark.skipif("unicorn" not in ACCELS, reason="the unicorn oracle is "
+                                                                   "not available")
 
 
 @pytest.mark.parametrize("pair", PAIRS, ids="-".join)
@@ -59,3 +62,60 @@ def test_cli_difftest(tmp_path):
     assert r.stdout.decode().startswith("no divergence: ")
     r = cli("difftest", "--accels", "llvm", str(GUESTS / "bin/exit3"))
     assert r.returncode == 1 and "needs two or more" in r.stderr.decode()
+
+
+# ---- unicorn's known deviations in a whole program -------------------------------------
+
+NANBOX = ROOT / "tests" / "fixtures" / "nanbox"
+#: what the spec (and dbtlab) prints for tests/fixtures/src/nanbox.c
+NANBOX_OUT = """\
+fmv.w.x                      ffffffff3f800000
+fadd.s unboxed               ffffffff7fc00000
+fadd.s boxed                 ffffffff40000000
+fcvt.s.d                     ffffffff40000000
+fsgnj.s unboxed              ffffffff7fc00000
+fclass.s unboxed             0000000000000200
+fmin.s snan                  ffffffff3f800000
+fmin.s snan fflags           0000000000000010
+fmax.d snan                  4000000000000000
+fmax.d snan fflags           0000000000000010
+sc.w after lr.d: stored      0000000000000001
+sc.w after lr.d: rd          0000000000000000
+"""
+NANBOX_EXCUSED = {"fmv.w.x-copies-64-bits": 1, "unboxed-single-input": 2,
+                  "single-not-nan-boxed": 2, "unboxed-single-input-x": 1, "fminmax-snan": 2,
+                  "sc-writes-yet-fails": 1}
+
+
+@needs_unicorn
+@pytest.mark.parametrize("pair", [("llvm", "unicorn"), ("interp", "unicorn")], ids="-".join)
+def test_known_deviations_in_a_program_are_excused_by_name(pair):
+    """NaN-boxing, fmin/fmax with a signalling NaN and sc.w after lr.d, as a compiled
+    program runs them: each of unicorn's deviations is excused by name (the list the
+    fuzzer uses), unicorn's state is repaired, so it prints what the spec says."""
+    r = difftest(str(NANBOX), [], pair)
+    assert r.ok, r.summary()
+    assert dict(r.excused) == NANBOX_EXCUSED
+    assert r.outputs[pair[0]].decode() == NANBOX_OUT == r.outputs["unicorn"].decode()
+    r = difftest(str(NANBOX), [], pair, known_deviations=False)
+    assert not r.ok and not r.excused
+    d = r.divergence
+    assert [t for _, t in d.insns] == ["fmv.w.x ft0,a0"] and d.deviation == \
+        "fmv.w.x-copies-64-bits"
+    assert [(x.what, x.values) for x in d.differences] == [
+        ("f0 (ft0)", {pair[0]: 0xFFFFFFFF3F800000, "unicorn": 0x123456783F800000})]
+
+
+@needs_unicorn
+def test_cli_difftest_names_known_deviations():
+    from tests.runtime.test_cli import dbtlab as cli
+    r = cli("difftest", "--accels", "llvm,unicorn", str(NANBOX))
+    out = r.stdout.decode()
+    assert r.returncode == 0 and out.startswith("no divergence: "), out
+    assert "excused known oracle deviations: fminmax-snan (2), fmv.w.x-copies-64-bits (1), " \
+        "sc-writes-yet-fails (1), single-not-nan-boxed (2), unboxed-single-input (2), " \
+        "unboxed-single-input-x (1)" in out
+    r = cli("difftest", "--accels", "llvm,unicorn", "--no-known-deviations", str(NANBOX))
+    out = r.stdout.decode()
+    assert r.returncode == 1 and out.startswith("DIVERGENCE at step "), out
+    assert "known oracle deviation fmv.w.x-copies-64-bits (not excused)" in out

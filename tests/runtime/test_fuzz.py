@@ -19,7 +19,7 @@ from dbtlab.runtime.oracle.bare import CODE_BASE, DATA_BASE
 from dbtlab.runtime.oracle.fuzz import (DEFAULT_WEIGHTS, FuzzConfig, Generator, Session,
                                  parse_weights, replay, run_campaign)
 from dbtlab.runtime.oracle.fuzz.case import WINDOW, Case, Item, Layout, case_from_json, case_to_json
-from dbtlab.runtime.oracle.fuzz.oracle import SUPPLEMENT, reserved_c_nop
+from dbtlab.runtime.oracle.deviations import KNOWN_DEVIATIONS, reserved_c_nop
 from dbtlab.runtime.oracle.fuzz.runner import CODE_SIZE, Engine
 from dbtlab.runtime.linux.memory import PAGE_SIZE
 from dbtlab.translator.decode import TABLE, decode, encode
@@ -30,7 +30,7 @@ HAS_UNICORN = "unicorn" in ACCELS and importlib.util.find_spec("unicorn") is not
 needs_unicorn = pytest.mark.skipif(
     not HAS_UNICORN, reason="the unicorn oracle is not available (unicorn not importable, or "
                             "not among tests.conftest.ACCELS)")
-#: the four unicorn FP bugs runtime/oracle/deviations.py lists
+#: unicorn's four FP bugs that random FP code meets all the time (runtime/oracle/deviations.py)
 FP_BUGS = {"fminmax-snan", "single-not-nan-boxed", "unboxed-single-input", "fma-inf-zero-qnan"}
 
 
@@ -175,9 +175,9 @@ def test_fixed_seed_campaign_has_no_unexplained_divergence(tmp_path):
 
 @needs_unicorn
 def test_teeth_each_unicorn_fp_bug_is_found_and_minimised(tmp_path):
-    """With the known deviations switched off, default weights find every FP bug of
-    runtime/oracle/deviations.py by themselves, each minimised to a few instructions, and each
-    reproducer replays to the same class."""
+    """With the known deviations switched off, default weights find each of unicorn's
+    FP bugs by themselves, each minimised to a few instructions, and each reproducer
+    replays to the same class."""
     r = run_campaign(FuzzConfig(seed=1, cases=1000, accels=("interp", "unicorn"),
                                 known_deviations=False, out=str(tmp_path)))
     assert not r.ok
@@ -242,7 +242,7 @@ def test_lr_d_then_sc_w_is_unicorns_deviation():
     assert ok.ok and [d for d, _, _ in ok.verdict.excused] == ["sc-writes-yet-fails"]
 
 
-# ---- the fuzzer's supplement of unicorn deviations -------------------------------------
+# ---- unicorn deviations the fuzzer found (in runtime/oracle/deviations.py) --------------
 
 def _one(words: list[int], **state) -> Case:
     x = [0] * 32
@@ -272,9 +272,8 @@ SUPPLEMENT_CASES = {
 }
 
 
-def test_supplement_cases_cover_the_supplement():
-    assert set(SUPPLEMENT_CASES) == {s.name for s in SUPPLEMENT}
-    assert all(s.rule for s in SUPPLEMENT)
+def test_supplement_cases_cover_the_deviations_the_fuzzer_found():
+    assert set(SUPPLEMENT_CASES) | FP_BUGS == {d.name for d in KNOWN_DEVIATIONS}
     for w in (0x8000, 0x8004, 0x9FFC, 0x9C41, 0x9C61, 0x9C7D):
         assert reserved_c_nop(w) and decode(w).is_illegal
     assert not reserved_c_nop(0x9C01)                  # c.subw: defined

@@ -800,7 +800,7 @@ def test_deviation_store_into_the_running_block_without_fence_i():
 def test_deviation_reserved_compressed_encodings_run_as_nops(word):
     """Quadrant 0 funct3=100 and the c.subw/c.addw row's funct2=10/11 slots (filled by
     Zcb later) are reserved in RV64GC: illegal in the interpreter, no-ops in unicorn
-    (found by the fuzzer, runtime/oracle/fuzz/oracle.py)."""
+    (found by the fuzzer, runtime/oracle/deviations.py)."""
     ex = run_on("interp", [word, ECALL])[0]
     assert (ex.reason, ex.word) == (EXIT_ILLEGAL, word)
     ex, st, _ = run_on("unicorn", [word, ECALL])

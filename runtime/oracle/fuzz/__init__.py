@@ -3,8 +3,8 @@
 * ``generator`` — random RV64GC instruction streams, weights per instruction class;
 * ``case`` — a program and its complete initial state, laid out in the code region;
 * ``runner`` — engines reused across cases, final-state comparison, narrowing to the first
-  differing instruction (with the oracle's known deviations excused and repaired);
-* ``oracle`` — unicorn deviations found by the fuzzer that ``runtime.deviations`` lacks;
+  differing instruction (with the oracle's known deviations, ``runtime/oracle/deviations.py``
+  — the list difftest uses too —, excused and repaired);
 * ``minimize`` — delta debugging that keeps the divergence class;
 * ``report`` — reproducer files;
 * ``campaign`` — workers, batching, the summary, replay.

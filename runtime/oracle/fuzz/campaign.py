@@ -153,11 +153,10 @@ class Session:
             if self.proxy.run_from(initial_snap(c, pc), c.budget).key() == \
                     finals["llvm"].key():
                 pa, pb = (self.proxy, eb) if ref == "llvm" else (ea, self.proxy)
-                v = narrow(c, pc, pa, pb, self.known, self.proxy, finals=(fa, fb))
+                v = narrow(c, pc, pa, pb, self.known, finals=(fa, fb))
                 if v.ok:
                     return v
-        return narrow(c, pc, ea, eb, self.known, self.proxy or self.engines.get("interp"),
-                      finals=(fa, fb))
+        return narrow(c, pc, ea, eb, self.known, finals=(fa, fb))
 
     def run_alone(self, c: Case, base: int = CODE_BASE) -> dict[str, Verdict]:
         """Load one case at ``base`` and give each non-reference engine's verdict (an

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FAULT, EXIT_ILLEGAL, EXIT_NAMES, F_NAMES,
                              FAULT_NAMES, X_NAMES)
-from dbtlab.runtime.oracle.bare import CODE_BASE, DATA_BASE, BareMachine
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
+from dbtlab.runtime.oracle.bare import CODE_BASE, DATA_BASE, BareMachine
+from dbtlab.runtime.oracle.deviations import State, explain, may_deviate, repair, trap_of_exit
 from dbtlab.runtime.oracle.fuzz.case import WINDOW, Case
 from dbtlab.runtime.linux.memory import GuestFault
 from dbtlab.translator.decode import decode
@@ -53,10 +54,25 @@ class Snap:
         return (self.regs, self.res, self.exit, self.window)
 
     def arch(self) -> dict:
-        """The state as ``runtime.deviations`` wants it."""
+        """The registers as a dict (x, f, pc, fflags, frm)."""
         v = _ARCH.unpack(self.regs)
         return {"x": list(v[0:32]), "f": list(v[32:64]), "pc": v[64], "fflags": v[65],
                 "frm": v[66]}
+
+    def state(self) -> State:
+        """The state as ``runtime/oracle/deviations.py`` compares it (the memory is the
+        whole window; how the run ended, without the instruction count)."""
+        v = _ARCH.unpack(self.regs)
+        e = self.exit
+        return State(v[0:32], v[32:64], v[64], v[65], v[66],
+                     (self.res[1], self.res[2]) if self.res else (), self.window,
+                     trap_of_exit(e[0], e[2], e[3], e[4]))
+
+    @staticmethod
+    def of_state(s: State, executed: int = 0) -> "Snap":
+        """A snapshot of a retired state (how to go on from a repaired one)."""
+        return Snap(_ARCH.pack(*s.x, *s.f, s.pc, s.fflags, s.frm),
+                    (1, *s.res) if s.res else (), (EXIT_BUDGET, executed, 0, 0, 0), s.mem)
 
     @property
     def pc(self) -> int:
@@ -335,6 +351,15 @@ def trace(e: Engine, start: Snap, n: int) -> list[Snap]:
     return out
 
 
+def _prone(insn: Insn | None, before: Snap) -> bool:
+    """Can this instruction meet a known oracle deviation from this state
+    (``deviations.may_deviate``)? Narrowing probes these one by one; a deviation anywhere
+    else is still found (by bisection), only more slowly."""
+    if insn is not None and insn.name.startswith(("fm", "fnm")):
+        return may_deviate(insn, before.state())      # fmin/fmax.d and fma: by operands
+    return may_deviate(insn)
+
+
 def _shift(s: Snap, k: int) -> Snap:
     """``s`` with its instruction count moved by ``k`` (runs from a later snapshot)."""
     if not k:
@@ -343,86 +368,55 @@ def _shift(s: Snap, k: int) -> Snap:
     return Snap(s.regs, s.res, (e[0], e[1] + k) + e[2:], s.window)
 
 
-_SINGLE_OPS: frozenset[str] | None = None
-
-
-def _prone(insn: Insn | None, before: Snap) -> bool:
-    """Can this instruction meet a known oracle deviation (``runtime.deviations`` or the
-    fuzzer's supplement) from this state? Narrowing probes these one by one; a deviation
-    anywhere else is still found (by bisection), only more slowly."""
-    global _SINGLE_OPS
-    from dbtlab.runtime.oracle import deviations as D
-    if insn is None:
-        return False
-    if _SINGLE_OPS is None:
-        _SINGLE_OPS = frozenset(D._READ1 | D._READ2 | D._READ3 | D._WRITES_SINGLE)
-    name = insn.name
-    if name in _SINGLE_OPS or insn.is_illegal or name in ("sc.w", "sc.d"):
-        return True
-    if name in ("fmin.d", "fmax.d") or name.startswith(("fmadd.", "fmsub.", "fnmsub.",
-                                                       "fnmadd.")):
-        arch = before.arch()
-        return any(d.applies(insn, arch) for d in D.KNOWN_DEVIATIONS)
-    return False
-
-
 class _Narrowing:
     """State of one narrowing: the verdict being built, and how a step is judged."""
 
-    def __init__(self, ea: Engine, eb: Engine, known: bool, interp: Engine | None,
-                 deviations: bool) -> None:
+    def __init__(self, ea: Engine, eb: Engine, known: bool, deviations: bool) -> None:
         self.ea, self.eb, self.known = ea, eb, known
         self.side = oracle_side(ea.name, eb.name) if deviations else None
-        self.emulate = (lambda s, n: interp.run_from(s, n)) if interp is not None else None
         self.v = Verdict(True)
 
-    def judge(self, executed: int, before: Snap, pa: Snap, pb: Snap) -> tuple[bool, bool]:
+    def judge(self, executed: int, before: Snap, pa: Snap, pb: Snap
+              ) -> tuple[bool, bool, Snap | None]:
         """The engines agree before an instruction and differ after it: is it a known
-        deviation? Returns (excused, the case is over for the reference); the repaired
-        oracle state is the reference's."""
-        from dbtlab.runtime.oracle.deviations import KNOWN_DEVIATIONS, explain
-        from dbtlab.runtime.oracle.fuzz.oracle import explain_more
+        deviation (``runtime/oracle/deviations.explain``)? Returns (excused, the case is
+        over for the reference, the oracle's repaired state)."""
         v, side = self.v, self.side
         insn = self.ea.insn_at(before.pc)
         step = Step(executed, before.pc, insn, before, pa, pb, differences(pa, pb))
         ref, orc = (pa, pb) if side == 1 else (pb, pa)
-        dev = sup = None
+        dev = None
         if side is not None and insn is not None:
-            if (pa.exit, pa.res, pa.window) == (pb.exit, pb.res, pb.window):
-                d = explain(insn, before.arch(), ref.arch(), orc.arch())
-                if d is not None:
-                    dev = d.name
-                    step.rule = next(x.rule for x in KNOWN_DEVIATIONS if x.name == dev)
-            if dev is None and self.emulate is not None:
-                sup = explain_more(insn, before, ref, orc, self.emulate)
-                if sup is not None:
-                    dev, step.rule = sup.name, sup.rule
-        step.deviation = dev
+            rs, os_ = ref.state(), orc.state()
+            dev = explain(insn, before.state(), rs, os_)
+        if dev is not None:
+            step.deviation, step.rule = dev.name, dev.rule
         if dev is None or not self.known:
             v.ok, v.step = False, step
-            return False, True
-        v.excused.append((dev, before.pc, insn.mnemonic))
-        return True, (sup is not None and sup.ends_case) or ref.exit[0] != EXIT_BUDGET
+            return False, True, None
+        v.excused.append((dev.name, before.pc, insn.mnemonic))
+        over = dev.ends_run or ref.exit[0] != EXIT_BUDGET
+        return True, over, None if over else Snap.of_state(repair(dev, rs, os_),
+                                                           ref.executed)
 
 
 def narrow(c: Case, pc: int, ea: Engine, eb: Engine, known: bool,
-           interp: Engine | None = None, deviations: bool = True,
+           deviations: bool = True,
            finals: tuple[Snap, Snap] | None = None) -> Verdict:
     """Find the first instruction where ``ea`` and ``eb`` disagree on case ``c`` (laid out
     at ``pc``); ``finals``: their end states if already known.
 
-    Where the difference is exactly a known deviation of the oracle (and ``known``): it is
-    counted, the oracle's state is repaired (it becomes the reference's) and the search
-    goes on from there to the end of the case. ``runtime.deviations.explain`` is asked
-    first, then the fuzzer's supplement (``oracle.py``, which re-executes instructions on
-    ``interp``). ``deviations=False`` names no deviations at all.
+    Where the difference is exactly a known deviation of the oracle
+    (``runtime/oracle/deviations.explain``, and ``known``): it is counted, the oracle's
+    state is repaired (``deviations.repair``) and the search goes on from there to the end
+    of the case. ``deviations=False`` names no deviations at all.
 
     When one engine is the interpreter, its trajectory is recorded once by single steps
     and the other engine is compared with it at every instruction that can meet a known
     deviation (before and after it) and at the end; a difference elsewhere is bisected.
     Otherwise the instruction count is bisected with both engines restarting from the
     same snapshot with exact budgets."""
-    n = _Narrowing(ea, eb, known, interp, deviations)
+    n = _Narrowing(ea, eb, known, deviations)
     if ea.name == "interp" or eb.name == "interp":
         _narrow_traced(c, pc, n, ea if ea.name == "interp" else eb, finals)
     else:
@@ -468,13 +462,13 @@ def _narrow_traced(c: Case, pc: int, n: _Narrowing, tracer: Engine,
                     lo, lo_state = mid, sm
                 else:
                     hi, hi_snap = mid, sm
-            ok, over = n.judge(lo, tr[lo], *pair(hi, hi_snap))
+            ok, over, fixed = n.judge(lo, tr[lo], *pair(hi, hi_snap))
             if not ok:
                 v.final_diffs = differences(*(finals or pair(budget, probe(0, tr[0], budget))))
                 return "fail"
             if over or tr[hi].exit[0] != EXIT_BUDGET:
                 return "over"
-            pos[:] = [hi, tr[hi]]
+            pos[:] = [hi, fixed]         # the repaired oracle goes on from here
         return "ok"
 
     for k in range(stop + 1):
@@ -514,12 +508,11 @@ def _narrow_bisect(c: Case, pc: int, n: _Narrowing,
                 lo, before = mid, ma
             else:
                 hi, pa, pb = mid, ma, mb
-        ok, over = n.judge(offset + lo, before, pa, pb)
+        ok, over, fixed = n.judge(offset + lo, before, pa, pb)
         if not ok:
             v.final_diffs = differences(fa, fb)
             return
         if over:
             return                          # the reference stopped here: the case is over
-        ref = pa if n.side == 1 else pb
-        start = Snap(ref.regs, ref.res, (EXIT_BUDGET, 0, 0, 0, 0), ref.window)
+        start = Snap(fixed.regs, fixed.res, (EXIT_BUDGET, 0, 0, 0, 0), fixed.window)
         offset += hi

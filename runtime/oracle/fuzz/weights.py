@@ -12,7 +12,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "amo": 3,                # AMOs on aligned addresses in the window
     "lrsc": 2,               # LR/SC sequences (and lone LR, lone SC)
     "lrsc_mixed": 1,         # LR and SC of different sizes (unicorn: sc.w after lr.d may store
-                             # and still report failure, see fuzz/oracle.py)
+                             # and still report failure, see oracle/deviations.py)
     "fp_arith": 16,          # F/D arithmetic, fused multiply-add, min/max, sign injection,
                              # compares, fclass, in every static and the dynamic rounding mode
     "fp_cvt": 7,             # conversions int<->float, single<->double, fmv
