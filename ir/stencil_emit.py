@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dbtlab.ir.env import HELPERS_OFF, SLOTS_OFF
+from dbtlab.ir.env import HELPERS_OFF, ICBASE_OFF, SLOTS_OFF
 from dbtlab.ir.holes import MASK64, Hole
 from dbtlab.ir.llvm_emit import (CC, OFF_ADDR_LIMIT, OFF_AUX, OFF_GUEST_BASE, OFF_HOT,
                                  OFF_ICOUNT, OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter)
@@ -241,8 +241,11 @@ class StencilBuilder(LLVMBuilder):
 
     def read_csr(self, csr):
         from dbtlab.ir.builder import CSR_CYCLE, CSR_INSTRET, CSR_TIME
-        if csr in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):
-            return self._icount_before(False, self.lines)
+        if csr in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):     # the run's base + icount (env.py)
+            r, base, n = self._icount_before(False, self.lines), self._v(), self._v()
+            self.e(f"{base} = load i64, ptr {self.ptr(ICBASE_OFF)}")
+            self.e(f"{n} = add i64 {r}, {base}")
+            return n
         return super().read_csr(csr)
 
     # ---- exits ------------------------------------------------------------------------
