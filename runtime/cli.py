@@ -657,6 +657,8 @@ def add_fuzz_parser(sub) -> None:
     f.add_argument("--llvm-regions", type=int, default=0, metavar="N",
                    help="let llvm form second-tier regions from blocks executed N times "
                         "(default 0: first tier only)")
+    f.add_argument("--tiers", metavar="LIST", default=None,
+                   help="llvm's first tiers: stencil and/or llvm (default as for run)")
     f.add_argument("--replay", metavar="FILE",
                    help="rerun a reproducer file (on its engines, or --accels if given)")
 
@@ -676,10 +678,16 @@ def cmd_fuzz(a: argparse.Namespace) -> int:
         weights = parse_weights(a.weights)
     except ValueError as e:
         raise DbtError(str(e)) from None
+    tiers = None
+    if a.tiers is not None:
+        try:
+            tiers = parse_tiers(a.tiers)
+        except ValueError as e:
+            raise DbtError(f"--tiers: {e}") from None
     cfg = FuzzConfig(seed=a.seed, cases=a.cases, accels=accels, jobs=a.jobs,
                      known_deviations=not a.no_known_deviations, weights=weights,
                      out=a.out, minimise=not a.no_minimise, progress=True,
-                     llvm_regions=a.llvm_regions)
+                     llvm_regions=a.llvm_regions, tiers=tiers)
     r = run_campaign(cfg)
     print(r.summary())
     return 0 if r.ok else 1
