@@ -246,7 +246,7 @@ class StencilTranslator:
 
     def translate(self, blk, new_slot, hot_id: int | None = None
                   ) -> tuple[int, list, list] | None:
-        """Native code for ``blk`` (a GuestBlock without an instruction limit), or None if
+        """Native code for ``blk``, or None if
         some instruction has no stencil. ``new_slot(target)`` gives a chain slot id for a
         direct exit; ``hot_id``: the block's hotness counter, if it counts towards a region.
         Returns (address, [(slot id, target pc)], [(host offset, guest pc)]); truncates

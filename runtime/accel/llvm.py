@@ -320,9 +320,9 @@ class LLVMAccel(Accelerator):
         if (self._insns_since_flush > CODE_CACHE_INSNS
                 or self.cache.free_slots() < 4 * (max_blocks or self.cfg.batch_blocks) + 16):
             self._flush()
-        if (self.stencils is not None and limit is None and not more and self.cfg.chain
+        if (self.stencils is not None and not more and self.cfg.chain
                 and self.profiler is None and self.write_log is None):
-            tb = self._translate_stencil(pc)
+            tb = self._translate_stencil(pc, limit)
             if tb is not None:
                 return tb
             max_blocks = 1      # only the block stencils cannot serve: not its successors
@@ -411,13 +411,17 @@ class LLVMAccel(Accelerator):
                 sym = self.machine.where_symbol(c.block.pc).split(" ", 1)[-1].strip("<>")
                 f.write(f"{a:x} {nxt - a:x} guest_{c.block.pc:x}_{sym}\n")
 
-    def _translate_stencil(self, pc: int) -> TB | None:
+    def _translate_stencil(self, pc: int, limit: int | None = None) -> TB | None:
         """The block at pc by copying and patching stencils, or None when some instruction
-        has no stencil (the LLVM tier translates that block)."""
+        has no stencil (the LLVM tier translates that block). ``limit``: a budget-limited
+        variant of at most that many instructions (its exits chain like any block's: the
+        next block's entry checks the budget)."""
         from dbtlab.ir.stencil_patch import BufferFull, HoleOverflow
         t0 = time.perf_counter()
-        blk = form_block(self._fetch, pc, self.cfg.max_block_insns)
-        ids = self._block_ids()
+        max_len = limit or self.cfg.max_block_insns
+        blk = form_block(self._fetch, pc, max_len)
+        blk.limit = limit
+        ids = None if limit else self._block_ids()
         bid = ids() if ids else None
         new_slot = lambda target: self.cache.new_slot_id()   # noqa: E731
         try:
@@ -425,7 +429,8 @@ class LLVMAccel(Accelerator):
                 got = self.stencils.translate(blk, new_slot, bid)
             except BufferFull:
                 self._flush()                   # resets the code buffer too
-                blk = form_block(self._fetch, pc, self.cfg.max_block_insns)
+                blk = form_block(self._fetch, pc, max_len)
+                blk.limit = limit
                 got = self.stencils.translate(blk, new_slot, bid)
         except HoleOverflow as e:
             log.debug("block %#x: %s; the LLVM tier translates it", pc, e)
@@ -433,7 +438,7 @@ class LLVMAccel(Accelerator):
         if got is None:
             return None
         addr, exits, layout = got
-        tb = TB((blk.pc, None), blk, addr, "stencil", successors=[t for _, t in exits],
+        tb = TB((blk.pc, limit), blk, addr, "stencil", successors=[t for _, t in exits],
                 tier=0, id=bid or 0)
         tb.host_starts = [off for off, _ in layout[1:]]   # instruction k's code offset
         self.cache.insert(tb)
@@ -443,7 +448,10 @@ class LLVMAccel(Accelerator):
             self.mem.mark_code(pn)
         for sid, target in exits:
             self.cache.add_slot(SlotRec(sid, tb.key, target))
-        self.env.jc_set(blk.pc, tb.fn)
+        if limit is None:
+            self.env.jc_set(blk.pc, tb.fn)
+        else:
+            self.stats.truncated += 1
         if "in_asm" in self.debug:
             self._dump_in_asm(tb)
         dt = time.perf_counter() - t0
