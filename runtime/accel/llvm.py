@@ -269,6 +269,26 @@ class LLVMAccel(Accelerator):
         word = lo if lo & 3 != 3 else int.from_bytes(self.mem.fetch(pc, 4), "little")
         return decode(word)
 
+    def _block_fetcher(self, pc: int):
+        """A fetch for one block formation: the block's page is checked and read once
+        (blocks never leave their page); an instruction running past the page's end, or a
+        page that may not be fetched, goes through ``_fetch`` (which faults precisely)."""
+        base = pc & ~0xFFF
+        try:
+            page = self.mem.fetch(base, 0x1000)
+        except GuestFault:
+            return self._fetch
+
+        def fetch(a: int) -> Insn:
+            off = a - base
+            if 0 <= off <= 0xFFC:
+                lo = page[off] | page[off + 1] << 8
+                if lo & 3 != 3:
+                    return decode(lo)
+                return decode(lo | page[off + 2] << 16 | page[off + 3] << 24)
+            return self._fetch(a)
+        return fetch
+
     def translate(self, pc: int, limit: int | None = None) -> TB:
         """Translate the block at pc — and, for a full block, its statically reachable
         successors up to the batch size — into one module. Raises GuestFault if pc
@@ -419,7 +439,7 @@ class LLVMAccel(Accelerator):
         from dbtlab.ir.stencil_patch import BufferFull, HoleOverflow
         t0 = time.perf_counter()
         max_len = limit or self.cfg.max_block_insns
-        blk = form_block(self._fetch, pc, max_len)
+        blk = form_block(self._block_fetcher(pc), pc, max_len)
         blk.limit = limit
         ids = None if limit else self._block_ids()
         bid = ids() if ids else None
@@ -429,7 +449,7 @@ class LLVMAccel(Accelerator):
                 got = self.stencils.translate(blk, new_slot, bid)
             except BufferFull:
                 self._flush()                   # resets the code buffer too
-                blk = form_block(self._fetch, pc, max_len)
+                blk = form_block(self._block_fetcher(pc), pc, max_len)
                 blk.limit = limit
                 got = self.stencils.translate(blk, new_slot, bid)
         except HoleOverflow as e:
