@@ -64,7 +64,8 @@ class _Worker:
     def __init__(self, on_reply: Callable) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "dbtlab.ir.region_worker"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.pending = 0
+        self._jobs: set = set()          # submitted, not answered (under _lock)
+        self.alive = True
         self._on_reply = on_reply
         self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, daemon=True,
@@ -99,16 +100,31 @@ class _Worker:
             except Exception:            # noqa: BLE001 - the pipe broke: worker is gone
                 msg = None
             if msg is None:
+                # every job it had is answered (with an error), so that none waits forever
+                with self._lock:
+                    self.alive = False
+                    lost, self._jobs = self._jobs, set()
+                for job in sorted(lost):
+                    self._on_reply(job, None, "worker exited")
                 self._on_reply(None, None, "worker exited")
                 return
-            with self._lock:
-                self.pending -= 1
             job, obj, err = msg
+            with self._lock:
+                self._jobs.discard(job)
             self._on_reply(job, obj, err)
+
+    @property
+    def pending(self) -> int:
+        return len(self._jobs)
 
     def submit(self, job, text: str, opt: int, cg: int) -> None:
         with self._lock:
-            self.pending += 1
+            alive = self.alive
+            if alive:
+                self._jobs.add(job)
+        if not alive:                    # died after the pool chose it
+            self._on_reply(job, None, "worker exited")
+            return
         self._out.put((job, text, opt, cg))
 
     def close(self) -> None:
@@ -124,9 +140,11 @@ class WorkerPool:
     ``callback(job, object_bytes or None, error or None)`` runs in a reader thread.
 
     Threads: ``submit`` and ``close`` may come from different threads (the worker list and
-    ``closed`` are under ``_lock``); each worker's ``pending`` count is under the worker's
-    lock (its reader thread decrements it); requests reach a worker's pipe only through its
-    writer thread's queue, replies only through its reader thread."""
+    ``closed`` are under ``_lock``); each worker's unanswered jobs and its ``alive`` flag
+    are under the worker's lock (its reader thread answers them); requests reach a worker's
+    pipe only through its writer thread's queue, replies only through its reader thread.
+    A worker that dies answers each of its jobs with an error and is replaced by the next
+    ``submit``."""
 
     def __init__(self, n: int, callback: Callable) -> None:
         self.n = n
@@ -136,9 +154,10 @@ class WorkerPool:
         self.closed = False
 
     def _reply(self, job, obj, err) -> None:
+        if self.closed:               # killed on purpose: nobody waits for these
+            return
         if job is None:
-            if not self.closed:
-                log.warning("a region compile worker exited: %s", err)
+            log.warning("a region compile worker exited: %s", err)
             return
         self.callback(job, obj, err)
 
@@ -146,9 +165,14 @@ class WorkerPool:
         with self._lock:
             if self.closed:           # closing: the job is never answered
                 return
+            dead = [w for w in self.workers if not w.alive]
+            if dead:                  # a worker that died is replaced
+                self.workers = [w for w in self.workers if w.alive]
             if len(self.workers) < self.n:
                 self.workers.append(_Worker(self._reply))
             w = min(self.workers, key=lambda w: w.pending)
+        for d in dead:
+            d.close()
         w.submit(job, text, opt, cg)
 
     def close(self) -> None:

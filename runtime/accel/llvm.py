@@ -194,8 +194,11 @@ class LLVMAccel(Accelerator):
     def _on_map(self, event: str, addr: int, size: int, prot: int, host: int) -> None:
         if event == "unmap" or event == "protect":
             pages = range(addr >> PAGE_SHIFT, (addr + size) >> PAGE_SHIFT)
-            if any(pn in self.cache.by_page for pn in pages):
-                self._invalidate(p for p in pages if p in self.cache.by_page)
+            by_page = self.cache.by_page      # walk the smaller side: ranges can be huge
+            hit = sorted(pn for pn in by_page if pn in pages) if len(pages) > len(by_page) \
+                else [pn for pn in pages if pn in by_page]
+            if hit:
+                self._invalidate(hit)
 
     def _on_code_write(self, pn: int) -> None:
         self._invalidate([pn])

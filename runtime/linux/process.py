@@ -92,10 +92,15 @@ class SyscallError(Exception):
 class FileDesc:
     """One open guest file descriptor.
 
-    ``host_fd`` is the host descriptor doing the work (the host tracks offsets); ``data``
-    instead holds the bytes of a synthesized file (``/proc/self/maps``), read with ``pos``.
-    ``owned`` is False for the host stdio descriptors the process was given: closing the
-    guest fd never closes them."""
+    ``host_fd`` is the host descriptor doing the work (the host tracks offsets). A
+    descriptor without one is synthesized by dbtlab: ``data`` holds the bytes of a
+    synthesized file (``/proc/self/maps``), read with ``pos``; ``special`` names one whose
+    contents are made on each access: ``"mem"`` (``/proc/self/mem``: ``pos`` is a guest
+    address) or ``"dir"`` (a synthesized directory such as ``/proc/self/fd``: ``entries``
+    lists its (name, d_type) and ``pos`` counts the entries already returned). The guest
+    only ever names descriptors through this table: a host descriptor that is not behind
+    one of its FileDescs cannot be reached. ``owned`` is False for the host stdio
+    descriptors the process was given: closing the guest fd never closes them."""
 
     host_fd: int | None
     path: str
@@ -105,6 +110,13 @@ class FileDesc:
     data: bytes | None = None
     pos: int = 0
     is_dir: bool = False
+    special: str = ""
+    entries: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def synthetic(self) -> bool:
+        """True for a descriptor dbtlab makes up (no host descriptor behind it)."""
+        return self.host_fd is None
 
     def close(self) -> None:
         if self.owned and self.host_fd is not None:

@@ -348,13 +348,18 @@ class VM:
             log.debug("runstate %s -> %s", self.runstate, state)
             self.runstate = state
 
-    async def _pause_vcpu(self, new_state: str, timeout: float | None = STOP_TIMEOUT) -> bool:
-        """Stop guest execution; emit STOP if it was running. Returns whether it was."""
+    async def _pause_vcpu(self, new_state: str, timeout: float | None = None) -> bool:
+        """Stop guest execution; emit STOP if it was running. Returns whether it was.
+        A stop that does not take within ``timeout`` (default ``STOP_TIMEOUT``) is taken
+        back: the guest runs on, and VMError says why."""
+        timeout = STOP_TIMEOUT if timeout is None else timeout
         was = self.running
         if self.vcpu is not None:
             try:
                 await self.vcpu.pause(timeout)
             except TimeoutError:
+                if was:                         # the stop did not take: take it back
+                    self.vcpu.resume()
                 raise VMError(f"the vCPU did not stop within {timeout:g} s (the guest is "
                               "blocked in a host system call); try again") from None
         self.set_runstate(new_state)

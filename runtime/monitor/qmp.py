@@ -42,7 +42,8 @@ x-query-profile            hottest blocks (``top``, default 10); an error unless
 migrate / migrate_cancel   ``uri`` (``tcp:HOST:PORT`` or ``unix:PATH``): live migration
 query-migrate              status, rounds, bytes, dirty rate, downtime (see migration)
 migrate-set-parameters     ``downtime-limit``, ``max-bandwidth``, ``compress-level``,
-query-migrate-parameters   ``x-max-rounds``, ``x-dirty-sync`` (auto, log, compare)
+query-migrate-parameters   ``x-max-rounds``, ``x-dirty-sync`` (auto, log, compare),
+                           ``x-timeout`` (ms without progress from the peer)
 =========================  ==========================================================
 """
 
@@ -574,10 +575,11 @@ async def cmd_query_migrate(s: QMPSession) -> dict:
 
 
 @command("migrate-set-parameters", downtime_limit="int?", max_bandwidth="int?",
-         compress_level="int?", x_max_rounds="int?", x_dirty_sync="str?")
+         compress_level="int?", x_max_rounds="int?", x_dirty_sync="str?", x_timeout="int?")
 async def cmd_migrate_set_parameters(s: QMPSession, **kw) -> None:
     """Tune migration: downtime-limit (ms), max-bandwidth (bytes/s, 0 = unlimited),
-    compress-level (0-9), x-max-rounds, x-dirty-sync (auto, log, compare)."""
+    compress-level (0-9), x-max-rounds, x-dirty-sync (auto, log, compare), x-timeout (ms
+    either side waits for the other before the migration fails; also on a destination)."""
     s.vm.migration_params.update(**kw)
 
 

@@ -18,9 +18,15 @@ the main loop, status ``setup`` → ``active`` → ``completed`` | ``failed`` | 
    was running) and enter ``postmigrate``: the guest now lives on the destination.
 
 Any failure — connection refused, reset or cut mid-transfer, the destination rejecting
-the stream, a timeout, ``migrate_cancel`` — ends the migration as ``failed`` (or
-``cancelled``) with ``error-desc`` saying why, and the guest resumes here if it was
-running: the source never loses the guest.
+the stream or saying anything unexpected, a timeout, ``migrate_cancel``, a bug — ends the
+migration as ``failed`` (or ``cancelled``) with ``error-desc`` saying why in one line, and
+the guest resumes here if it was running: the source never loses the guest. The
+destination's lines are read as they come (at most ``MAX_LINE`` bytes each), so a
+destination that refused and hung up is reported by what it said even when the source
+finds out through a failed send. Stalls end after ``x-timeout`` (migrate-set-parameters,
+milliseconds; ``TIMEOUT`` by default) without progress: a destination that accepts no
+data, is not ready, or does not confirm the state; on the destination, a connection on
+which the next bytes of the stream do not come.
 
 Dirty pages (``x-dirty-sync``): ``log`` uses the accelerator's store log where it can
 cover a pass (the interpreter logs every store in Python; the llvm one logs JIT stores in a
@@ -38,8 +44,10 @@ parses and checks it section by section (``vmstate.read_stream``: every section'
 versions, the map) — nothing is applied before the whole stream checked out. As soon as the
 ``program`` section is in, the machine is built (ELF load, accelerator start-up) in the
 background, so downtime does not pay for it. Then the state is restored, the source is
-told ``LOADED``, and the guest resumes when the source says ``RUN``. A failure reports
-``ERROR <why>`` to the source and ends the destination with exit status 1, as QEMU's does.
+told ``LOADED``, and the guest resumes when the source says ``RUN`` (anything else, or
+nothing within ``x-timeout``: it waits paused for ``cont``). A failure — a bad stream, one
+that stops arriving, a bug — reports one line ``ERROR <why>`` to the source and ends the
+destination with exit status 1 and that line, as QEMU's does.
 
 After the stream, both sides speak one-line messages on the same connection::
 
@@ -56,11 +64,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import struct
 import time
 import types
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dbtlab.runtime.vm import vmstate as V
 from dbtlab.runtime.errors import DbtError
@@ -75,16 +84,25 @@ MSG_ERROR = b"DBTLAB-MIGRATION ERROR "
 MSG_RUN = b"DBTLAB-MIGRATION RUN\n"
 MSG_STOP = b"DBTLAB-MIGRATION STOP\n"
 
+#: default of the ``x-timeout`` parameter (seconds): how long either side waits for the
+#: other to make progress — accept the next bytes, answer, send the next bytes of the
+#: stream — before the migration fails (QEMU leaves this to TCP keepalives; a stalled peer
+#: must not hold a stopped guest)
+TIMEOUT = 60.0
+#: connecting gives up after this long (or x-timeout, if shorter)
 CONNECT_TIMEOUT = 10.0
-#: how long the source keeps pre-copying while the destination builds its machine
-READY_TIMEOUT = 60.0
-#: how long the source waits for the destination to load the state
-LOADED_TIMEOUT = 60.0
-#: how long the destination waits for RUN/STOP after LOADED
-GO_TIMEOUT = 60.0
+#: longest line either side accepts from the other (the replies are a few dozen bytes; an
+#: ERROR line carries at most about 1000 bytes of reason)
+MAX_LINE = 4096
+#: longest reason quoted from the peer
+MAX_REASON = 1000
+#: bytes handed to the socket at a time (each must leave within x-timeout)
+SEND_PIECE = 1 << 20
 #: pages compressed per worker-thread job during pre-copy (the loop sends between jobs)
 SLICE_PAGES = 512
 DIRTY_SYNC_MODES = ("auto", "log", "compare")
+#: the largest value an integer parameter takes (QEMU's are 64-bit)
+MAX_PARAMETER = (1 << 63) - 1
 
 
 class MigrationFailed(DbtError):
@@ -104,18 +122,25 @@ class Parameters:
     #: compressing costs far more time than it saves (~75 us per page at level 6 against
     #: ~3 us stored), and the stop-and-copy pays it in downtime; raise it for slow links.
     compress_level: int = 0
+    #: ms either side waits for the other to make progress before failing (``TIMEOUT``)
+    x_timeout: int = field(default_factory=lambda: int(TIMEOUT * 1000))
 
     def update(self, **kw) -> None:
         new = dict(self.__dict__)
         for k, v in kw.items():
+            if k not in new:
+                raise DbtError(f"Parameter '{k.replace('_', '-')}' is unexpected")
+            if isinstance(v, int) and v > MAX_PARAMETER:
+                raise DbtError(f"Parameter '{k.replace('_', '-')}' must be at most "
+                               f"{MAX_PARAMETER}")
             if k == "x_dirty_sync":
                 if v not in DIRTY_SYNC_MODES:
                     raise DbtError(f"Parameter 'x-dirty-sync' must be one of "
                                    f"{', '.join(DIRTY_SYNC_MODES)}")
             elif k == "compress_level" and not 0 <= v <= 9:
                 raise DbtError("Parameter 'compress-level' must be between 0 and 9")
-            elif k == "x_max_rounds" and v < 1:
-                raise DbtError("Parameter 'x-max-rounds' must be at least 1")
+            elif k in ("x_max_rounds", "x_timeout") and v < 1:
+                raise DbtError(f"Parameter '{k.replace('_', '-')}' must be at least 1")
             elif v < 0:
                 raise DbtError(f"Parameter '{k.replace('_', '-')}' must not be negative")
             new[k] = v
@@ -123,6 +148,11 @@ class Parameters:
 
     def info(self) -> dict:
         return {k.replace("_", "-"): v for k, v in self.__dict__.items()}
+
+    @property
+    def timeout(self) -> float:
+        """``x-timeout`` in seconds."""
+        return self.x_timeout / 1000
 
 
 # ---- dirty-page tracking ---------------------------------------------------------------------------
@@ -333,10 +363,155 @@ def capture_without_memory(machine) -> V.VMSnapshot:
 
 
 # ---- the source ----------------------------------------------------------------------------------
-async def _open(addr: Address):
+def one_line(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` as one printable line of at most ``limit`` characters (reasons quote what a
+    peer sent and end up in error-desc, logs and the destination's last line)."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "".join(c if c.isprintable() else " " for c in text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _os_why(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+async def _connect(addr: Address) -> socket.socket:
+    """A connected non-blocking socket to ``addr`` (OSError or ValueError if not)."""
+    loop = asyncio.get_running_loop()
     if addr.kind == "unix":
-        return await asyncio.open_unix_connection(addr.path)
-    return await asyncio.open_connection(addr.host, addr.port)
+        targets = [(socket.AF_UNIX, socket.SOCK_STREAM, 0, addr.path)]
+    else:
+        infos = await loop.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
+        targets = [(fam, typ, proto, sa) for fam, typ, proto, _name, sa in infos]
+    err: BaseException = OSError("no address")
+    for fam, typ, proto, sa in targets:
+        sock = socket.socket(fam, typ, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, sa)
+            return sock
+        except BaseException as e:
+            sock.close()
+            if not isinstance(e, OSError):
+                raise
+            err = e
+    raise err
+
+
+class _Peer:
+    """The source's connection to the destination. The stream goes out with ``send``
+    (each piece must leave within the timeout); a task reads the destination's lines as
+    they come, so what it said before it hung up is known even when the hang-up is found
+    by a failed send."""
+
+    def __init__(self, sock: socket.socket, addr: Address, timeout: float) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.timeout = timeout
+        self.loop = asyncio.get_running_loop()
+        self.lines: list[bytes] = []          # complete lines not yet taken
+        self.ready = False                    # READY was taken
+        self.end: str | None = None           # why reading stopped (None: still reading)
+        self.changed = asyncio.Event()
+        self._partial = b""
+        self.task = self.loop.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                data = await self.loop.sock_recv(self.sock, MAX_LINE)
+                if not data:
+                    if self._partial:         # a last line without its newline
+                        self.lines.append(self._partial)
+                        self._partial = b""
+                    self.end = "the destination closed the connection"
+                    return
+                *complete, self._partial = (self._partial + data).split(b"\n")
+                self.lines.extend(line + b"\n" for line in complete)
+                if len(self._partial) > MAX_LINE or \
+                        any(len(line) > MAX_LINE for line in complete):
+                    self.end = f"the destination sent a line longer than {MAX_LINE} bytes"
+                    return
+                self.changed.set()
+        except OSError as e:
+            self.end = f"connection to {self.addr} lost: {_os_why(e)}"
+        finally:
+            self.changed.set()
+
+    def _refusal(self) -> MigrationFailed | None:
+        for line in self.lines:
+            if line.startswith(MSG_ERROR):
+                return _reply_error(line)
+        return None
+
+    def check(self) -> None:
+        """Raise MigrationFailed if the destination refused, hung up or said something
+        other than READY (once) so far."""
+        refused = self._refusal()
+        if refused is not None:
+            raise refused
+        while self.lines and not self.ready:
+            _check_reply(self.lines.pop(0), MSG_READY)
+            self.ready = True
+        if self.lines:
+            _check_reply(self.lines[0], b"")      # nothing else is expected yet
+        if self.end is not None:
+            raise MigrationFailed(self.end)
+
+    async def wait_change(self, timeout: float) -> None:
+        self.changed.clear()
+        if self.end is None:
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def next_line(self, what: str) -> bytes:
+        """The destination's next line; MigrationFailed if it hung up or said nothing for
+        the timeout (``what`` it was expected to do)."""
+        deadline = time.monotonic() + self.timeout
+        while not self.lines:
+            if self.end is not None:
+                raise MigrationFailed(self.end)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MigrationFailed(f"the destination did not {what} within "
+                                      f"{self.timeout:g} s")
+            await self.wait_change(left)
+        return self.lines.pop(0)
+
+    async def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        for i in range(0, len(view), SEND_PIECE):
+            try:
+                await asyncio.wait_for(self.loop.sock_sendall(self.sock,
+                                                              view[i:i + SEND_PIECE]),
+                                       self.timeout)
+            except asyncio.TimeoutError:
+                raise MigrationFailed(await self.why_lost(
+                    f"the destination accepted no data for {self.timeout:g} s")) from None
+            except OSError as e:
+                raise MigrationFailed(await self.why_lost(
+                    f"connection to {self.addr} lost: {_os_why(e)}")) from None
+
+    async def why_lost(self, why: str) -> str:
+        """Why the connection broke: what the destination said before it went (read to
+        its end first: a refusal followed by a hang-up often surfaces as a failed send),
+        else ``why``."""
+        deadline = time.monotonic() + min(5.0, self.timeout)
+        while self.end is None and self._refusal() is None and time.monotonic() < deadline:
+            await self.wait_change(deadline - time.monotonic())
+        refused = self._refusal()
+        if refused is not None:
+            return str(refused)
+        if self.end is not None and self.end.startswith("the destination"):
+            return self.end
+        return why
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.sock.close()
 
 
 class OutgoingMigration:
@@ -363,6 +538,12 @@ class OutgoingMigration:
         self.dirty_sync = ""
         self.bandwidth = 0.0         # bytes per second achieved in the last pass
         self.task: asyncio.Task | None = None
+        self._peer: _Peer | None = None
+        self._tracker: DirtyTracker | None = None
+        # what to give back on failure: did this migration stop the guest, and how was it
+        self._paused_here = False
+        self._was_running = False
+        self._prev_state = ""
 
     # ---- reporting ----
     def _set_status(self, status: str) -> None:
@@ -398,168 +579,165 @@ class OutgoingMigration:
 
     # ---- the coroutine ----
     async def run(self) -> None:
+        """The migration. Whatever happens, it ends ``completed``, ``failed`` (with
+        ``error-desc``) or ``cancelled``, and a failed or cancelled one gives the guest back
+        as it was."""
         vm = self.vm
-        m = vm.machine
-        loop = vm.loop
-        writer = None
-        tracker = None
-        ready = None
-        paused_here = False
-        was_running = vm.running
-        prev_state = vm.runstate
+        self._was_running = vm.running
+        self._prev_state = vm.runstate
         try:
-            try:
-                reader, writer = await asyncio.wait_for(_open(self.addr), CONNECT_TIMEOUT)
-            except asyncio.TimeoutError:
-                raise MigrationFailed(f"cannot connect to {self.addr}: timed out") from None
-            except OSError as e:
-                raise MigrationFailed(f"cannot connect to {self.addr}: "
-                                      f"{e.strerror or e}") from None
-            tracker = DirtyTracker(m, self.params.x_dirty_sync, self.params.compress_level)
-            self.dirty_sync = tracker.mode
-            await loop.run_in_executor(None, _warm_up, None)    # numpy, for the page scans
-            await vm.on_cpu(tracker.start)
-            sink = _Sink()
-            f = V.VMFile(sink, True, rate_limit=self.params.max_bandwidth or None)
-            w = V.StreamWriter(f)
-            head = await vm.on_cpu(lambda: capture_without_memory(m))
-            w.full("program", 0, V.VMSTATE_PROGRAM.version,
-                   V.VMSTATE_PROGRAM.encode(head.program))
-            saver = V.RamSaver(w, V.MemoryImage([], {}))
-            regions, mapped, _ = await vm.on_cpu(tracker.sync)
-            saver.source = V.MemoryImage(regions, {})
-            saver.setup()
-            f.flush()
-            await self._send(writer, sink.take())
-            self.t_setup = time.monotonic()
-            self._set_status("active")
-            ready = loop.create_task(reader.readline())     # the destination's READY
-
-            # ---- pre-copy passes while the guest runs ----
-            t_sync_prev = t_sync = time.monotonic()
-            candidates = None                       # None: every mapped page
-            while True:
-                if ready.done() and ready.result() != MSG_READY:
-                    _check_reply(ready.result(), MSG_READY)    # it refused early: say why
-                t0 = time.monotonic()
-                items = await loop.run_in_executor(None, tracker.scan, candidates or (),
-                                                   regions if candidates is None else None)
-                self.total_pages = len(mapped)
-                self.remaining_pages = len(items)
-                if self.passes:
-                    self.dirty_rate = len(items) / max(1e-6, t_sync - t_sync_prev)
-                    est = self._estimate(len(items))
-                    self.expected_downtime = est
-                    if est * 1e3 <= self.params.downtime_limit or \
-                            len(self.passes) >= self.params.x_max_rounds:
-                        # stop and copy only once the destination has built its machine
-                        if await self._destination_ready(ready):
-                            break
-                sent0 = self.transferred
-                for i in range(0, len(items), SLICE_PAGES):
-                    part = items[i:i + SLICE_PAGES]
-                    data = await loop.run_in_executor(
-                        None, functools.partial(tracker.encode, saver, f, sink, regions, part))
-                    await self._send(writer, data)
-                    self._count(part)
-                dt = time.monotonic() - t0
-                nbytes = self.transferred - sent0
-                if items and dt > 0:
-                    self.bandwidth = nbytes / dt
-                self.passes.append({"pass": len(self.passes) + 1, "pages": len(items),
-                                    "bytes": nbytes, "seconds": round(dt, 6),
-                                    "log": candidates is not None})
-                vm.emit("MIGRATION_PASS", {"pass": len(self.passes)})
-                regions, mapped, logged = await vm.on_cpu(tracker.sync)
-                t_sync_prev, t_sync = t_sync, time.monotonic()
-                candidates = None if logged is None else _mapped_only(logged, mapped)
-
-            # ---- stop and copy ----
-            async with vm.lock:
-                t_stop = time.monotonic()
-                was_running = vm.running
-                prev_state = vm.runstate
-                await vm._pause_vcpu("finish-migrate")
-                paused_here = True
-                t_paused = time.monotonic()
-                regions, mapped, logged = tracker.sync()
-                # the pages found dirty when the passes ended were not sent yet
-                candidates = None if logged is None else _mapped_only(
-                    logged | {pn for pn, _ in items}, mapped)
-                data, last = await loop.run_in_executor(
-                    None, functools.partial(self._final, tracker, saver, f, sink, w, m,
-                                            regions, candidates))
-                t_encoded = time.monotonic()
-                await self._send(writer, data)
-                t_sent = time.monotonic()
-                self._count(last)
-                final = {"pass": len(self.passes) + 1, "pages": len(last), "bytes": len(data),
-                         "seconds": round(t_sent - t_stop, 6), "log": False, "final": True,
-                         "stop-seconds": round(t_paused - t_stop, 6),
-                         "encode-seconds": round(t_encoded - t_paused, 6),
-                         "send-seconds": round(t_sent - t_encoded, 6)}
-                self.passes.append(final)
-                self.remaining_pages = 0
-                try:
-                    line = await asyncio.wait_for(reader.readline(), LOADED_TIMEOUT)
-                except asyncio.TimeoutError:
-                    raise MigrationFailed(f"the destination did not confirm loading the "
-                                          f"state within {LOADED_TIMEOUT:g} s") from None
-                _check_reply(line, MSG_LOADED)
-                final["destination-seconds"] = round(time.monotonic() - t_sent, 6)
-                writer.write(MSG_RUN if was_running else MSG_STOP)
-                await writer.drain()
-                self.downtime = time.monotonic() - t_stop
-                self.t_end = time.monotonic()
-                vm.set_runstate("postmigrate")
-                self._set_status("completed")
-                log.info("migration completed: %d passes, %d bytes, downtime %.1f ms",
-                         len(self.passes), self.transferred, 1e3 * self.downtime)
+            await self._migrate()
         except asyncio.CancelledError:
             self.error = self.error or "cancelled"
             self.t_end = time.monotonic()
             if not vm.done.done():
-                self._recover(paused_here, was_running, prev_state)
+                self._recover()
                 self._set_status("cancelled")
             raise
         except (MigrationFailed, V.SnapshotError, DbtError) as e:
-            self._fail(str(e), paused_here, was_running, prev_state)
-        except (OSError, EOFError, asyncio.IncompleteReadError) as e:
-            why = getattr(e, "strerror", None) or str(e) or type(e).__name__
-            said = ready.result() if ready is not None and ready.done() and \
-                not ready.cancelled() and ready.exception() is None else b""
-            if said.startswith(MSG_ERROR):         # it hung up after saying why
-                why = "the destination refused the state: " + \
-                    said[len(MSG_ERROR):].decode("utf-8", "replace").strip()
-                self._fail(why, paused_here, was_running, prev_state)
-            else:
-                self._fail(f"connection to {self.addr} lost: {why}", paused_here,
-                           was_running, prev_state)
+            self._fail(str(e))
+        except (OSError, EOFError) as e:
+            self._fail(f"connection to {self.addr} lost: {_os_why(e)}")
+        except Exception as e:                     # a bug: fail, never leave it "active"
+            log.exception("migration to %s: internal error", self.addr)
+            self._fail(f"internal error: {type(e).__name__}: {e}")
         finally:
-            if ready is not None and not ready.done():
-                ready.cancel()
-            if tracker is not None and vm.vcpu is not None and vm.vcpu.ended is None:
-                try:
-                    if vm.vcpu.parked:
-                        tracker.stop()
-                    else:
-                        await vm.vcpu.run_on_cpu(tracker.stop)
-                except Exception:                       # pragma: no cover - defensive
-                    log.exception("migration: could not stop dirty tracking")
-            if writer is not None:
-                writer.close()
+            await self._cleanup()
 
-    async def _destination_ready(self, ready: asyncio.Task) -> bool:
+    async def _migrate(self) -> None:
+        vm = self.vm
+        m = vm.machine
+        loop = vm.loop
+        timeout = self.params.timeout
+        try:
+            sock = await asyncio.wait_for(_connect(self.addr), min(CONNECT_TIMEOUT, timeout))
+        except asyncio.TimeoutError:
+            raise MigrationFailed(f"cannot connect to {self.addr}: timed out") from None
+        except (OSError, ValueError) as e:
+            raise MigrationFailed(f"cannot connect to {self.addr}: {_os_why(e)}") from None
+        peer = self._peer = _Peer(sock, self.addr, timeout)
+        tracker = self._tracker = DirtyTracker(m, self.params.x_dirty_sync,
+                                               self.params.compress_level)
+        self.dirty_sync = tracker.mode
+        await loop.run_in_executor(None, _warm_up, None)    # numpy, for the page scans
+        await vm.on_cpu(tracker.start)
+        sink = _Sink()
+        f = V.VMFile(sink, True, rate_limit=self.params.max_bandwidth or None)
+        w = V.StreamWriter(f)
+        head = await vm.on_cpu(lambda: capture_without_memory(m))
+        w.full("program", 0, V.VMSTATE_PROGRAM.version,
+               V.VMSTATE_PROGRAM.encode(head.program))
+        saver = V.RamSaver(w, V.MemoryImage([], {}))
+        regions, mapped, _ = await vm.on_cpu(tracker.sync)
+        saver.source = V.MemoryImage(regions, {})
+        saver.setup()
+        f.flush()
+        await self._send(sink.take())
+        self.t_setup = time.monotonic()
+        self._set_status("active")
+
+        # ---- pre-copy passes while the guest runs ----
+        t_sync_prev = t_sync = time.monotonic()
+        candidates = None                       # None: every mapped page
+        while True:
+            peer.check()                        # it refused or hung up early: say why
+            t0 = time.monotonic()
+            items = await loop.run_in_executor(None, tracker.scan, candidates or (),
+                                               regions if candidates is None else None)
+            self.total_pages = len(mapped)
+            self.remaining_pages = len(items)
+            if self.passes:
+                self.dirty_rate = len(items) / max(1e-6, t_sync - t_sync_prev)
+                est = self._estimate(len(items))
+                self.expected_downtime = est
+                if est * 1e3 <= self.params.downtime_limit or \
+                        len(self.passes) >= self.params.x_max_rounds:
+                    # stop and copy only once the destination has built its machine
+                    if await self._destination_ready():
+                        break
+            sent0 = self.transferred
+            for i in range(0, len(items), SLICE_PAGES):
+                part = items[i:i + SLICE_PAGES]
+                data = await loop.run_in_executor(
+                    None, functools.partial(tracker.encode, saver, f, sink, regions, part))
+                await self._send(data)
+                self._count(part)
+            dt = time.monotonic() - t0
+            nbytes = self.transferred - sent0
+            if items and dt > 0:
+                self.bandwidth = nbytes / dt
+            self.passes.append({"pass": len(self.passes) + 1, "pages": len(items),
+                                "bytes": nbytes, "seconds": round(dt, 6),
+                                "log": candidates is not None})
+            vm.emit("MIGRATION_PASS", {"pass": len(self.passes)})
+            regions, mapped, logged = await vm.on_cpu(tracker.sync)
+            t_sync_prev, t_sync = t_sync, time.monotonic()
+            candidates = None if logged is None else _mapped_only(logged, mapped)
+
+        # ---- stop and copy ----
+        async with vm.lock:
+            t_stop = time.monotonic()
+            self._was_running = vm.running
+            self._prev_state = vm.runstate
+            self._paused_here = True              # set first: a stop that times out half-stops
+            await vm._pause_vcpu("finish-migrate")
+            t_paused = time.monotonic()
+            regions, mapped, logged = tracker.sync()
+            # the pages found dirty when the passes ended were not sent yet
+            candidates = None if logged is None else _mapped_only(
+                logged | {pn for pn, _ in items}, mapped)
+            data, last = await loop.run_in_executor(
+                None, functools.partial(self._final, tracker, saver, f, sink, w, m,
+                                        regions, candidates))
+            t_encoded = time.monotonic()
+            await self._send(data)
+            t_sent = time.monotonic()
+            self._count(last)
+            final = {"pass": len(self.passes) + 1, "pages": len(last), "bytes": len(data),
+                     "seconds": round(t_sent - t_stop, 6), "log": False, "final": True,
+                     "stop-seconds": round(t_paused - t_stop, 6),
+                     "encode-seconds": round(t_encoded - t_paused, 6),
+                     "send-seconds": round(t_sent - t_encoded, 6)}
+            self.passes.append(final)
+            self.remaining_pages = 0
+            peer.check()
+            _check_reply(await peer.next_line("confirm loading the state"), MSG_LOADED)
+            final["destination-seconds"] = round(time.monotonic() - t_sent, 6)
+            await peer.send(MSG_RUN if self._was_running else MSG_STOP)
+            self.downtime = time.monotonic() - t_stop
+            self.t_end = time.monotonic()
+            vm.set_runstate("postmigrate")
+            self._paused_here = False             # the guest is the destination's now
+            self._set_status("completed")
+            log.info("migration completed: %d passes, %d bytes, downtime %.1f ms",
+                     len(self.passes), self.transferred, 1e3 * self.downtime)
+
+    async def _cleanup(self) -> None:
+        vm, tracker = self.vm, self._tracker
+        if self._peer is not None:
+            self._peer.close()
+        if tracker is not None and vm.vcpu is not None and vm.vcpu.ended is None:
+            try:
+                if vm.vcpu.parked:
+                    tracker.stop()
+                else:
+                    await vm.vcpu.run_on_cpu(tracker.stop)
+            except Exception:                       # pragma: no cover - defensive
+                log.exception("migration: could not stop dirty tracking")
+
+    async def _destination_ready(self) -> bool:
         """Has the destination said READY (its machine is built)? Waits a little; raises
         MigrationFailed if it refused or hung up, or stays unready too long."""
-        if not ready.done():
-            await asyncio.wait({ready}, timeout=0.05)
-            if not ready.done():
-                if time.monotonic() - self.t_setup > READY_TIMEOUT:
+        peer = self._peer
+        peer.check()
+        if not peer.ready:
+            await peer.wait_change(0.05)
+            peer.check()
+            if not peer.ready:
+                if time.monotonic() - self.t_setup > peer.timeout:
                     raise MigrationFailed(f"the destination was not ready within "
-                                          f"{READY_TIMEOUT:g} s")
+                                          f"{peer.timeout:g} s")
                 return False
-        _check_reply(ready.result(), MSG_READY)
         return True
 
     def _estimate(self, npages: int) -> float:
@@ -586,28 +764,50 @@ class OutgoingMigration:
         w.finish()
         return data + sink.take(), items
 
-    async def _send(self, writer, data: bytes) -> None:
+    async def _send(self, data: bytes) -> None:
         if data:
-            writer.write(data)
-            await writer.drain()
+            await self._peer.send(data)
             self.transferred += len(data)
 
-    def _recover(self, paused_here: bool, was_running: bool, prev_state: str) -> None:
+    def _recover(self) -> None:
+        """Give the guest back as the migration found it (QEMU: a failed migration resumes
+        the source if it was running)."""
         vm = self.vm
-        if vm.done.done() or vm.vcpu is None or vm.vcpu.ended is not None:
+        if not self._paused_here or vm.done.done() or vm.vcpu is None \
+                or vm.vcpu.ended is not None:
             return
-        if paused_here and was_running:
-            vm._resume_vcpu()
-        elif paused_here:
-            vm.set_runstate(prev_state)
+        self._paused_here = False
+        if self._was_running:
+            if vm.runstate == "running":          # the stop timed out: it never took
+                vm.vcpu.resume()
+            else:
+                vm._resume_vcpu()
+        else:
+            vm.set_runstate(self._prev_state)
 
-    def _fail(self, why: str, paused_here: bool, was_running: bool, prev_state: str) -> None:
-        self.error = why
+    def _fail(self, why: str) -> None:
+        self.error = one_line(why) or "failed"
         self.t_end = time.monotonic()
-        log.warning("migration to %s failed: %s", self.addr, why)
-        self._recover(paused_here, was_running, prev_state)
+        log.warning("migration to %s failed: %s", self.addr, self.error)
+        self._recover()
         if not self.vm.done.done():
             self._set_status("failed")
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """Last line of defence: a task that ended without a final status failed."""
+        if self.status not in ("setup", "active") or self.vm.done.done():
+            return
+        if task.cancelled():                      # cancelled before it started
+            self.error = "cancelled"
+            self.t_end = time.monotonic()
+            self._set_status("cancelled")
+        else:
+            self._fail("internal error: the migration ended without a result")
+
+
+def _reply_error(line: bytes) -> MigrationFailed:
+    why = one_line(line[len(MSG_ERROR):].decode("utf-8", "replace"))
+    return MigrationFailed(f"the destination refused the state: {why}")
 
 
 def _check_reply(line: bytes, want: bytes) -> None:
@@ -615,8 +815,7 @@ def _check_reply(line: bytes, want: bytes) -> None:
     if line == want:
         return
     if line.startswith(MSG_ERROR):
-        why = line[len(MSG_ERROR):].decode("utf-8", "replace").strip()
-        raise MigrationFailed(f"the destination refused the state: {why}")
+        raise _reply_error(line)
     if not line:
         raise MigrationFailed("the destination closed the connection")
     raise MigrationFailed(f"unexpected reply from the destination: {line[:80]!r}")
@@ -637,10 +836,13 @@ async def start_outgoing(vm, uri: str) -> None:
     addr = parse_address(uri, "migrate: uri")
     # QEMU's migration blockers: refuse before starting what cannot be completed
     await vm.on_cpu(lambda: V.capture_process(vm.machine.proc))
+    if vm.outgoing is not None and vm.outgoing.status in ("setup", "active"):
+        raise VMError("migrate: a migration is already in progress")   # started meanwhile
     mig = OutgoingMigration(vm, addr, vm.migration_params)
     vm.outgoing = mig
     mig._set_status("setup")
     mig.task = vm.spawn(mig.run())
+    mig.task.add_done_callback(mig._task_done)
 
 
 def cancel_outgoing(vm) -> None:
@@ -764,6 +966,7 @@ class IncomingMigration:
         self.t_end = None
         self.busy = False
         self.server = None
+        self.stream_error = ""       # why the stream stopped arriving (it then looks cut)
 
     def info(self) -> dict:
         d = {"status": self.status}
@@ -779,9 +982,18 @@ class IncomingMigration:
         self.status = status
         self.vm.emit("MIGRATION", {"status": status})
 
+    @property
+    def timeout(self) -> float:
+        """x-timeout as set now (the destination's monitor may lower it while waiting)."""
+        params = self.vm.migration_params
+        return params.timeout if params is not None else TIMEOUT
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.busy:                        # one migration per destination
-            writer.close()
+            try:
+                writer.write(MSG_ERROR + b"a migration is already arriving here\n")
+            finally:
+                writer.close()
             return
         self.busy = True
         task = asyncio.current_task()
@@ -790,6 +1002,9 @@ class IncomingMigration:
             await self._receive(reader, writer)
         except asyncio.CancelledError:
             pass
+        except Exception as e:                     # pragma: no cover - _receive catches all
+            log.exception("incoming migration")
+            self.vm.fatal(f"incoming migration failed: internal error: {one_line(str(e))}")
         finally:
             self.vm.tasks.discard(task)
             writer.close()
@@ -808,11 +1023,21 @@ class IncomingMigration:
         peeked: asyncio.Future = loop.create_future()   # the program section, or None
 
         async def feeder() -> None:
-            """Owns the socket: what arrives goes to the parser thread."""
+            """Owns the socket: what arrives goes to the parser thread. A source that
+            sends nothing for x-timeout, or a broken connection, ends the stream (the
+            parser then finds it cut) and says why."""
             head: bytearray | None = bytearray()
             try:
                 while True:
-                    data = await reader.read(1 << 16)
+                    t = self.timeout
+                    try:
+                        data = await asyncio.wait_for(reader.read(1 << 16), t)
+                    except asyncio.TimeoutError:
+                        self.stream_error = (
+                            f"the source sent nothing for {t:g} s" if not self.received else
+                            f"the stream stopped after {self.received} bytes: nothing more "
+                            f"for {t:g} s")
+                        return
                     feed.put(data)
                     self.received += len(data)
                     if not data:
@@ -823,8 +1048,9 @@ class IncomingMigration:
                         if prog is not None:
                             head = None
                             _settle(peeked, prog or None)
-            except (ConnectionError, OSError):
-                pass
+            except (ConnectionError, OSError) as e:
+                self.stream_error = f"connection lost after {self.received} bytes: " \
+                                    f"{_os_why(e)}"
             finally:
                 feed.put(b"")
                 _settle(peeked, None)
@@ -838,11 +1064,12 @@ class IncomingMigration:
                 try:
                     machine = await loop.run_in_executor(
                         None, functools.partial(_prebuild, prog, vm.config))
-                except (V.SnapshotError, DbtError, OSError) as e:
+                except (V.SnapshotError, DbtError, OSError, ValueError) as e:
                     raise MigrationFailed(str(e)) from None
             self.t_ready = time.monotonic()
-            writer.write(MSG_READY)
-            await writer.drain()
+            if not self.error:                    # (failed meanwhile: ERROR says it all)
+                writer.write(MSG_READY)
+                await asyncio.wait_for(writer.drain(), self.timeout)
             return machine, prog
 
         ftask = loop.create_task(feeder())
@@ -855,7 +1082,8 @@ class IncomingMigration:
                     raise btask.exception()
                 snap = await parse
             except V.SnapshotError as e:
-                raise MigrationFailed(str(e)) from None
+                # a stream that stopped arriving is reported as such, not as "truncated"
+                raise MigrationFailed(self.stream_error or str(e)) from None
             finally:
                 ftask.cancel()
             t_parsed = time.monotonic()
@@ -869,18 +1097,15 @@ class IncomingMigration:
                 else:
                     machine = await loop.run_in_executor(
                         None, functools.partial(V.instantiate, snap, config=vm.config))
-            except (V.SnapshotError, DbtError, OSError) as e:
+            except (V.SnapshotError, DbtError, OSError, ValueError) as e:
                 raise MigrationFailed(str(e)) from None
             log.info("incoming: %d bytes; machine ready at %.1f ms, stream checked at "
                      "%.1f ms, state restored at %.1f ms", self.received,
                      1e3 * (self.t_ready - self.t_start), 1e3 * (t_parsed - self.t_start),
                      1e3 * (time.monotonic() - self.t_start))
             writer.write(MSG_LOADED)
-            await writer.drain()
-            try:
-                go = await asyncio.wait_for(reader.readline(), GO_TIMEOUT)
-            except (asyncio.TimeoutError, ConnectionError, OSError):
-                go = b""
+            await asyncio.wait_for(writer.drain(), self.timeout)
+            go = await _read_line(reader, self.timeout)
             vm.attach(machine)
             machine = None
             self.t_end = time.monotonic()
@@ -892,25 +1117,53 @@ class IncomingMigration:
                     log.warning("incoming migration: the source did not say whether to run; "
                                 "staying paused")
                 vm.set_runstate("paused")
-        except (MigrationFailed, ConnectionError, OSError) as e:
-            why = str(e) or type(e).__name__
-            self.error = why
-            self.t_end = time.monotonic()
-            if machine is None and btask.done() and not btask.cancelled() \
-                    and btask.exception() is None:
-                machine = btask.result()[0]
-            if machine is not None:
-                machine.close()
-            try:
-                writer.write(MSG_ERROR + why.encode("utf-8", "replace")[:1000] + b"\n")
-                await asyncio.wait_for(writer.drain(), 1.0)
-            except (ConnectionError, OSError, asyncio.TimeoutError):
-                pass
-            self._set_status("failed")
-            vm.fatal(f"incoming migration failed: {why}")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            if isinstance(e, (MigrationFailed, ConnectionError, OSError)):
+                why = str(e) or type(e).__name__
+            elif isinstance(e, asyncio.TimeoutError):
+                why = f"the source accepted no data for {self.timeout:g} s"
+            elif isinstance(e, Exception):         # a bug: fail cleanly all the same
+                log.exception("incoming migration: internal error")
+                why = f"internal error: {type(e).__name__}: {e}"
+            else:
+                raise
+            await self._failed(one_line(why), writer, btask, machine)
         finally:
             if not btask.done():
                 btask.cancel()
+            elif not btask.cancelled():
+                btask.exception()                 # retrieved: it was reported, or moot
+
+    async def _failed(self, why: str, writer, btask, machine) -> None:
+        """Tell the source why (one line), and end this process with exit status 1."""
+        self.error = why
+        self.t_end = time.monotonic()
+        if not btask.done():                      # let the build end: no READY after
+            await asyncio.wait({btask}, timeout=self.timeout)     # ERROR, no machine lost
+        if machine is None and btask.done() and not btask.cancelled() \
+                and btask.exception() is None:
+            machine = btask.result()[0]
+        if machine is not None:
+            machine.close()
+        try:
+            writer.write(MSG_ERROR + why.encode("utf-8", "replace") + b"\n")
+            await asyncio.wait_for(writer.drain(), 1.0)
+        except (ConnectionError, OSError, asyncio.TimeoutError):
+            pass
+        self._set_status("failed")
+        self.vm.fatal(f"incoming migration failed: {why}")
+
+
+async def _read_line(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """One line of at most MAX_LINE bytes, or b"" (hang-up, silence, a longer line)."""
+    try:
+        line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
+    except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
+            ValueError, ConnectionError, OSError):
+        return b""
+    return line if len(line) <= MAX_LINE else b""
 
 
 async def listen_incoming(vm, addr: Address) -> None:

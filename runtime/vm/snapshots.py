@@ -132,7 +132,12 @@ def check_tag(tag) -> str:
     return tag
 
 
-def _db_error(e: sqlite3.Error) -> str:
+#: what SQLite and the sqlite3 module raise on a damaged or busy file (a TEXT value that is
+#: not UTF-8 surfaces as a UnicodeDecodeError while rows are fetched)
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
+def _db_error(e: Exception) -> str:
     """SQLite's message on one line (a malformed schema quotes its SQL, newlines and all)."""
     text = " ".join(V.printable(str(e).replace("\n", " ")).split())
     return text if len(text) <= 200 else text[:197] + "..."
@@ -262,7 +267,7 @@ class SnapshotStore:
             raise StoreError(f"{self.shown} is {V._file_kind(st)}, not a snapshot store")
         try:
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise StoreError(f"cannot open snapshot store {self.shown}: "
                              f"{_db_error(e)}") from None
         try:
@@ -294,7 +299,7 @@ class SnapshotStore:
                 raise StoreError(f"{self.shown} is an SQLite database but not a dbtlab "
                                  "snapshot store")
             meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             self._rollback()
             if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
                 raise StoreError(f"snapshot store {self.shown} is locked by another process "
@@ -327,7 +332,7 @@ class SnapshotStore:
     def close(self) -> None:
         try:
             self.db.close()
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise StoreError(f"snapshot store {self.shown}: {_db_error(e)}") from None
 
     def __enter__(self) -> "SnapshotStore":
@@ -350,7 +355,7 @@ class SnapshotStore:
             except BaseException:
                 self._rollback()
                 raise
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise StoreError(f"snapshot store {self.shown}: {what}: {_db_error(e)}") from None
 
     def _rows(self, sql: str, args=()) -> list:
@@ -358,7 +363,7 @@ class SnapshotStore:
         are read, not only when the query starts)."""
         try:
             return self.db.execute(sql, args).fetchall()
-        except sqlite3.Error as e:
+        except _DB_ERRORS as e:
             raise StoreError(f"snapshot store {self.shown}: {_db_error(e)}") from None
 
     def _one(self, sql: str, args=()):

@@ -25,24 +25,46 @@ def run_plain(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           capture_output=True, timeout=timeout)
 
 
-class Dbtlab:
-    """A ``dbtlab`` process; stdout and stderr are read by threads as they arrive."""
+#: how long the helpers wait for anything (a loaded 2-core machine is many times slower
+#: than an idle one; nothing here waits that long unless something is wrong)
+DEADLINE = 60.0
 
-    def __init__(self, *args: str, env: dict | None = None) -> None:
+
+class Dbtlab:
+    """A ``dbtlab`` process; stdout and stderr are read by threads as they arrive.
+    ``stdout_path``: the guest's output goes to that file instead, so that what it printed
+    before a stop is all there the moment the stop returns (a pipe's reader may lag)."""
+
+    def __init__(self, *args: str, env: dict | None = None,
+                 stdout_path: str | None = None) -> None:
         e = dict(os.environ)
         e.update(env or {})
         self.args = args
-        self.proc = subprocess.Popen([sys.executable, "-m", "dbtlab.runtime.cli", *args],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=e)
+        self.stdout_path = stdout_path
+        out = open(stdout_path, "wb") if stdout_path else subprocess.PIPE
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "dbtlab.runtime.cli", *args],
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.PIPE, env=e)
+        finally:
+            if stdout_path:
+                out.close()
         self.out = bytearray()
         self.err = bytearray()
         self._cv = threading.Condition()
+        streams = [(self.proc.stderr, self.err)]
+        if not stdout_path:
+            streams.append((self.proc.stdout, self.out))
         self._threads = [threading.Thread(target=self._pump, args=(s, b), daemon=True)
-                         for s, b in ((self.proc.stdout, self.out),
-                                      (self.proc.stderr, self.err))]
+                         for s, b in streams]
         for t in self._threads:
             t.start()
+
+    def _out(self) -> bytes:
+        if self.stdout_path:
+            with open(self.stdout_path, "rb") as f:
+                return f.read()
+        return bytes(self.out)
 
     def _pump(self, stream, buf: bytearray) -> None:
         while True:
@@ -54,33 +76,35 @@ class Dbtlab:
                 buf += data
                 self._cv.notify_all()
 
-    def wait_output(self, pred, timeout: float = 60, what: str = "output"):
+    def wait_output(self, pred, timeout: float = DEADLINE, what: str = "output"):
         """Wait until ``pred(stdout_text, stderr_text)`` is truthy; returns its value."""
         deadline = time.monotonic() + timeout
         with self._cv:
             while True:
-                v = pred(self.out.decode(errors="replace"), self.err.decode(errors="replace"))
+                ended = self.proc.poll() is not None and not \
+                    any(t.is_alive() for t in self._threads)
+                out = self._out()
+                v = pred(out.decode(errors="replace"), self.err.decode(errors="replace"))
                 if v:
                     return v
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not
-                                 any(t.is_alive() for t in self._threads)):
+                if left <= 0 or ended:
                     raise AssertionError(f"no {what} from dbtlab {' '.join(self.args)}; "
-                                         f"stdout {bytes(self.out[-400:])!r}, "
+                                         f"stdout {out[-400:]!r}, "
                                          f"stderr {bytes(self.err[-2000:])!r}")
-                self._cv.wait(min(left, 0.2))
+                self._cv.wait(min(left, 0.05 if self.stdout_path else 0.2))
 
-    def wait_lines(self, n: int, timeout: float = 60) -> list[str]:
+    def wait_lines(self, n: int, timeout: float = DEADLINE) -> list[str]:
         return self.wait_output(lambda o, e: o.splitlines() if o.count("\n") >= n else None,
                                 timeout, f"{n} lines of output")
 
-    def port(self, timeout: float = 60) -> int:
+    def port(self, timeout: float = DEADLINE) -> int:
         """The port of ``--incoming tcp:HOST:0`` (announced on stderr)."""
         m = self.wait_output(lambda o, e: re.search(r"incoming migration on tcp:[^:]+:(\d+)",
                                                     e), timeout, "incoming port")
         return int(m.group(1))
 
-    def wait(self, timeout: float = 60) -> int:
+    def wait(self, timeout: float = DEADLINE) -> int:
         rc = self.proc.wait(timeout)
         for t in self._threads:
             t.join(5)
@@ -89,7 +113,7 @@ class Dbtlab:
     @property
     def stdout(self) -> bytes:
         with self._cv:
-            return bytes(self.out)
+            return self._out()
 
     @property
     def stderr(self) -> str:
@@ -116,13 +140,15 @@ def sock_path(tmp_path, name: str) -> str:
     return os.path.join(d, name)
 
 
-def wait_socket(path: str, proc: Dbtlab, timeout: float = 60) -> None:
+def wait_socket(path: str, proc: Dbtlab, timeout: float = DEADLINE) -> None:
     proc.wait_output(lambda o, e: "QMP monitor listening" in e and os.path.exists(path),
                      timeout, "QMP socket")
 
 
 async def connect(path: str, name: str = "test"):
-    """A negotiated qemu.qmp client."""
+    """A negotiated qemu.qmp client. (qemu.qmp's asynchronous client has no timeouts of
+    its own; it hangs up when the server does — a source whose guest ended during a
+    migration — or when it gets an error reply without an id.)"""
     from qemu.qmp import QMPClient
     q = QMPClient(name)
     await q.connect(path)
@@ -154,7 +180,7 @@ class EventLog:
     def names(self) -> list[str]:
         return [e["event"] for e in self.events]
 
-    async def wait_for(self, name: str, pred=lambda e: True, timeout: float = 60) -> dict:
+    async def wait_for(self, name: str, pred=lambda e: True, timeout: float = DEADLINE) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for e in self.events:
@@ -170,7 +196,7 @@ class EventLog:
 class RawQMP:
     """A QMP connection spoken by hand (for input no real client would send)."""
 
-    def __init__(self, path: str, timeout: float = 30) -> None:
+    def __init__(self, path: str, timeout: float = DEADLINE) -> None:
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.settimeout(timeout)
         self.s.connect(path)

@@ -125,6 +125,27 @@ def test_an_exit_request_just_before_a_run_is_not_lost(engine):
         m.close()
 
 
+def test_a_dead_region_worker_answers_its_jobs_and_is_replaced():
+    """A worker process that dies (killed, out of memory) answers the jobs it had with an
+    error, so that the vCPU thread drops them instead of waiting forever (their loops
+    would never get a region), and the next job starts a new worker."""
+    import queue
+    from dbtlab.ir.region_worker import WorkerPool
+    ir = "define i64 @f(i64 %x) {\n  %y = add i64 %x, 1\n  ret i64 %y\n}\n"
+    replies: queue.Queue = queue.Queue()
+    pool = WorkerPool(1, lambda job, obj, err: replies.put((job, obj is not None, err)))
+    try:
+        pool.submit(1, ir, 2, 2)
+        pool.workers[0].proc.kill()            # long before it can have compiled job 1
+        assert replies.get(timeout=300) == (1, False, "worker exited")
+        pool.submit(2, ir, 2, 2)
+        assert replies.get(timeout=300) == (2, True, None)
+        assert len(pool.workers) == 1 and pool.workers[0].alive
+    finally:
+        pool.close()
+    assert replies.empty()                    # closing answers nothing
+
+
 class _Load:
     """Artificial load for the duration of a with-block: a Python thread spinning on the
     GIL, a process spinning on a core, and thread switches 100x as frequent as usual, so

@@ -296,6 +296,30 @@ def test_loader_zeroes_what_a_later_segment_owns(tmp_path):
         mem.close()
 
 
+def test_segment_permissions_sweep_matches_a_page_union():
+    """The loader's sweep gives each page the union of the segments on it, in maximal
+    runs, as the per-page dict it replaces did."""
+    from dbtlab.runtime.linux.loader import _runs
+    rng = random.Random(5)
+    for _ in range(2000):
+        spans = []
+        for _ in range(rng.randrange(1, 6)):
+            start = rng.randrange(40) * PAGE_SIZE
+            spans.append((start, start + rng.randrange(10) * PAGE_SIZE,
+                          rng.choice([1, 2, 3, 4, 5, 7])))
+        union: dict[int, int] = {}
+        for start, end, prot in spans:
+            for pn in range(start // PAGE_SIZE, end // PAGE_SIZE):
+                union[pn] = union.get(pn, 0) | prot
+        want: list[list[int]] = []
+        for pn in sorted(union):
+            if want and want[-1][1] == pn * PAGE_SIZE and want[-1][2] == union[pn]:
+                want[-1][1] += PAGE_SIZE
+            else:
+                want.append([pn * PAGE_SIZE, (pn + 1) * PAGE_SIZE, union[pn]])
+        assert _runs(spans) == [tuple(w) for w in want], spans
+
+
 # ---- the interval map against a page-by-page model ---------------------------------------
 class _Model:
     """The old representation: one record per page."""

@@ -29,7 +29,7 @@ from dbtlab.runtime.errors import DbtError
 from dbtlab.runtime.vm import vmstate as V
 from dbtlab.runtime.vm.snapshots import SCHEMA_VERSION, SnapshotStore, StoreError
 from tests.conftest import GUESTS, ROOT
-from tests.runtime.snapshot_kit import Out, Sec, frame, guest, sections
+from tests.runtime.snapshot_kit import Out, Sec, frame, guest, resume, sections
 
 HELLO = str(GUESTS / "bin/hello")
 
@@ -128,7 +128,7 @@ def flip_section_bit(path: str, name: str, byte: int, bit: int = 0) -> None:
     con.close()
 
 
-# ---- item 7: every stored section and page is verified ----------------------------------------
+# ---- every stored section and page is verified ----------------------------------------------
 @pytest.mark.parametrize("name,byte", [("cpu", -1), ("cpu", 8 * 10), ("program", -1),
                                        ("process", 40)])
 def test_a_flipped_bit_in_a_stored_section_is_refused(store, base_store, name, byte):
@@ -272,7 +272,7 @@ def test_a_previous_schema_store_loads_and_is_upgraded_by_a_save(store, base_sto
             st.load("a")
 
 
-# ---- item 8: SQLite errors and values SQLite cannot hold --------------------------------------
+# ---- SQLite errors and values SQLite cannot hold --------------------------------------------
 def corrupt_a_leaf(path: str, table: str) -> None:
     """An impossible cell count in a middle leaf page of the table: SQLite reports the
     damage only when a row there is read ("database disk image is malformed"), after the
@@ -322,6 +322,27 @@ def test_an_sqlite_message_spanning_lines_is_one_line(store):
         SnapshotStore(store)
     one_line(e.value)
     assert_one_line_error(cli("snapshot", "list", store), "malformed database schema")
+
+
+def test_stored_text_that_is_not_utf8_is_a_store_error(store):
+    """A TEXT value that is not UTF-8 in a row is an sqlite3 error, but in the schema
+    table sqlite3 raises UnicodeDecodeError (found by the long store-file fuzz run)."""
+    sql(store, "UPDATE snapshots SET tag = CAST(X'62ff' AS TEXT) WHERE tag = 'b'")
+    with SnapshotStore(store) as st:
+        with pytest.raises(StoreError, match="Could not decode to UTF-8") as e:
+            st.list()
+        one_line(e.value)
+        assert same(st.load("a"), st.load("a"))
+    con = sqlite3.connect(store)
+    con.execute("PRAGMA writable_schema = ON")
+    con.execute("UPDATE sqlite_master SET name = CAST(X'6d65ff61' AS TEXT) WHERE name = "
+                "'meta'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="is not a dbtlab snapshot store .*can't decode") as e:
+        SnapshotStore(store)
+    one_line(e.value)
+    assert_one_line_error(cli("snapshot", "list", store), "can't decode byte 0xff")
 
 
 def test_a_locked_store_is_a_store_error(store, hello):
@@ -459,7 +480,7 @@ def test_cli_refuses_tags_that_are_not_utf8(store, tmp_path):
         assert "od\\xffd" in st.tags()
 
 
-# ---- item 8: what a snapshot names is checked before it is opened -----------------------------
+# ---- what a snapshot names is checked before it is opened -----------------------------------
 @pytest.fixture
 def specials(tmp_path):
     """A directory, a FIFO, a socket, a character device, the host's /proc/self/mem."""
@@ -533,12 +554,12 @@ def test_a_regular_file_descriptor_is_still_reopened(hello, tmp_path):
         m.close()
 
 
-# ---- item 3: declared sizes never drive allocation or loops beyond the data --------------------
+# ---- declared sizes never drive allocation or loops beyond the data -------------------------
 def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_path):
     """A 2**26-page region (the whole 2**38-byte address space) with a few pages stored:
     reading, importing, exporting and sizing the stream touch only the stored pages. Run
     with a 1 GiB address-space limit: iterating 2**26 page numbers (before) needs more."""
-    huge = V.MemoryImage([(0, 1 << 26, 3, "everything")], dict(hello[0].memory.pages))
+    huge = V.MemoryImage([(0, 1 << 26, 7, "everything")], dict(hello[0].memory.pages))
     src = tmp_path / "huge.vm"
     V.write_file(V.VMSnapshot(hello[0].program, hello[0].cpu, hello[0].process, huge),
                  str(src))
@@ -548,7 +569,7 @@ def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_pat
         from dbtlab.runtime.vm.snapshots import SnapshotStore
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         snap = V.read_file(sys.argv[1])
-        assert snap.memory.regions == [(0, 1 << 26, 3, "everything")]
+        assert snap.memory.regions == [(0, 1 << 26, 7, "everything")]
         with SnapshotStore(sys.argv[2]) as st:
             info = st.import_stream(sys.argv[1], "huge")
             st.export("huge", sys.argv[3])
@@ -560,6 +581,10 @@ def test_a_map_claiming_the_whole_address_space_is_never_iterated(hello, tmp_pat
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     assert r.stdout.split() == [b"ok", str(os.path.getsize(src)).encode()]
     assert (tmp_path / "out.vm").read_bytes() == src.read_bytes()
+    # and it loads into a machine (memory is mapped by range) that runs to the same end
+    res, out = resume(V.read_file(str(src)), "interp")
+    ref_res, ref_out = resume(hello[0], "interp")
+    assert (res.status, out) == (ref_res.status, ref_out) and b"translator" in out
 
 
 def test_a_huge_mostly_untouched_mapping_is_saved_and_loaded_by_range(tmp_path):
@@ -647,7 +672,7 @@ def test_a_section_length_beyond_the_data_allocates_nothing(hello, tmp_path):
         V.loads(lie)
 
 
-# ---- fuzz target (a): mutated streams ----------------------------------------------------------
+# ---- fuzz target (a): mutated streams -------------------------------------------------------
 def _mutate_stream(rng: random.Random, data: bytes, other: bytes) -> tuple[bytes, bool, int]:
     """(mutated stream, re-framed?, first changed byte). Raw mutations keep the CRCs as
     they were; re-framed ones edit a payload and frame it again with correct CRCs, so
@@ -751,7 +776,7 @@ def test_fuzz_stream_mutations_long(hello, tmp_path):
         _stream_cases(20000, 1000 + seed, hello, tmp_path)
 
 
-# ---- fuzz target (b): mutated store files ------------------------------------------------------
+# ---- fuzz target (b): mutated store files ---------------------------------------------------
 _TABLES = {"snapshots": ("tag", "created", "instret", "program_path", "format_version",
                          "size", "pages", "memory_map", "pages_digest", "checksum"),
            "sections": ("snapshot_id", "name", "version", "payload", "checksum"),

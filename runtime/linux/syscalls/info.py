@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from dbtlab.runtime.linux.process import Process, SyscallError
-from dbtlab.runtime.linux.syscalls.common import E, syscall, writable_prefix
+from dbtlab.runtime.linux.syscalls.common import MAX_RW_COUNT, E, syscall, user_span
 
 UTSNAME = {
     "sysname": "Linux",
@@ -59,11 +59,9 @@ def sys_getrandom(proc: Process, buf: int, count: int, flags: int) -> int:
     if flags & ~(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE) or \
             flags & (GRND_RANDOM | GRND_INSECURE) == (GRND_RANDOM | GRND_INSECURE):
         raise SyscallError(E.EINVAL)
-    n = min(count, 33554431)                            # the kernel's per-call cap
+    # access_ok on the count as the kernel clamps it (MAX_RW_COUNT), then its per-call cap
+    n = user_span(proc, buf, min(count, MAX_RW_COUNT), writable=True, limit=33554431)
     if n == 0:
         return 0
-    n = writable_prefix(proc.mem, buf, n)
-    if n == 0:
-        raise SyscallError(E.EFAULT)
     proc.mem.write(buf, proc.random_bytes(n))
     return n

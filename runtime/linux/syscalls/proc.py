@@ -7,7 +7,8 @@ import logging
 
 from dbtlab.runtime.errors import DbtError
 from dbtlab.runtime.linux.process import (RLIM_INFINITY, RLIMIT_NLIMITS, Process, SyscallError)
-from dbtlab.runtime.linux.syscalls.common import E, read_struct, syscall, timespec_ns, write_struct
+from dbtlab.runtime.linux.syscalls.common import (E, read_struct, sleep_for, syscall,
+                                                 timespec_ns, write_struct)
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def sys_futex(proc: Process, uaddr: int, op: int, val: int, timeout: int, uaddr2
             ns = timespec_ns(proc, timeout)
             if cmd == FUTEX_WAIT_BITSET:           # absolute time on the chosen clock
                 ns -= proc.clock_ns(0 if op & FUTEX_CLOCK_REALTIME else 1)
-            proc.sleep_ns(ns)
+            sleep_for(proc, ns)
             raise SyscallError(E.ETIMEDOUT)
         raise DbtError(f"guest deadlock: futex wait on {uaddr:#x} (value {cur}) with no "
                        "other thread to wake it")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dbtlab.runtime.linux.memory import GuestFault
 from dbtlab.runtime.linux.process import Process, SyscallError
-from dbtlab.runtime.linux.syscalls.common import (E, read_struct, syscall, timespec_ns,
-                                            write_struct, write_timespec)
+from dbtlab.runtime.linux.syscalls.common import (E, read_struct, sleep_for, syscall,
+                                            timespec_ns, write_struct, write_timespec)
 
 CLOCK_NAMES = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 2: "CLOCK_PROCESS_CPUTIME_ID",
                3: "CLOCK_THREAD_CPUTIME_ID", 4: "CLOCK_MONOTONIC_RAW",
@@ -55,7 +55,7 @@ def sys_gettimeofday(proc: Process, tv: int, tz: int) -> int:
 
 @syscall(101, "nanosleep", ("timespec", "ptr"))
 def sys_nanosleep(proc: Process, req: int, rem: int) -> int:
-    proc.sleep_ns(timespec_ns(proc, req))
+    sleep_for(proc, timespec_ns(proc, req))
     return 0
 
 
@@ -65,7 +65,7 @@ def sys_clock_nanosleep(proc: Process, clock: int, flags: int, req: int, rem: in
         raise SyscallError(E.EINVAL if clock == 3 else E.ENOTSUP)
     now = proc.clock_ns(clock)
     ns = timespec_ns(proc, req)
-    proc.sleep_ns(ns - now if flags & TIMER_ABSTIME else ns)
+    sleep_for(proc, ns - now if flags & TIMER_ABSTIME else ns)
     return 0
 
 
