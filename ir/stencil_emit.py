@@ -31,8 +31,7 @@ from dbtlab.ir.env import HELPERS_OFF, ICBASE_OFF, SLOTS_OFF
 from dbtlab.ir.holes import MASK64, Hole
 from dbtlab.ir.llvm_emit import (CC, OFF_ADDR_LIMIT, OFF_AUX, OFF_GUEST_BASE, OFF_HOT,
                                  OFF_ICOUNT, OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter)
-from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FENCE_I, EXIT_HOT, EXIT_ILLEGAL,
-                             EXIT_INTERP_ONE, offset)
+from dbtlab.ir.state import EXIT_BUDGET, EXIT_FENCE_I, EXIT_HOT, EXIT_ILLEGAL, offset
 
 CONT = "H_cont"
 OFF_X0 = offset("x")
@@ -292,10 +291,6 @@ class StencilBuilder(LLVMBuilder):
             self.goto(target.hole)
             return
         super().jump(target)
-
-    def interpret_one(self) -> None:
-        self.e(f"br label %{self.exit_label(0, EXIT_INTERP_ONE)}")
-        self.terminated = True
 
     # ---- the function -----------------------------------------------------------------
     def finish_stencil(self) -> str:
