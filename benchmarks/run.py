@@ -7,10 +7,12 @@ accelerators and its peers, measured in the same run.
 
 Engines:
 
-* ``llvm``       dbtlab as users run it: a cold translation cache (empty for every run),
-  hot loops optimised as regions in a worker process (the default second tier);
+* ``llvm``       dbtlab as users run it: the default tiers (stencils first, the LLVM tier
+  for what they cannot serve, hot loops optimised as regions in a worker process), a cold
+  translation cache (empty for every run);
 * ``llvm-warm``  the same with a warm cache (filled by a discarded first run);
-* ``llvm-t1``    cold cache, first tier only (``--regions 0``);
+* ``stencil``    the stencil tier only (``--tiers stencil``), cold;
+* ``llvm-t1``    the LLVM tier only (``--tiers llvm``: the first tier before stencils), cold;
 * ``unicorn``, ``interp``  dbtlab's other accelerators;
 * ``qemu``       Debian's qemu-riscv64, when installed;
 * ``native``     the same C source built for the host with gcc -O2.
@@ -48,7 +50,8 @@ DEFAULT_PROGRAMS = ["sha256", "qsort", "matmul", "nbody", "crc32", "strings", "a
                     "atomics", "setjmp", "fileio"]
 DBTLAB_ENGINES = {"llvm": ["--accel", "llvm"],
                   "llvm-warm": ["--accel", "llvm"],
-                  "llvm-t1": ["--accel", "llvm", "--regions", "0"],
+                  "stencil": ["--accel", "llvm", "--tiers", "stencil"],
+                  "llvm-t1": ["--accel", "llvm", "--tiers", "llvm"],
                   "unicorn": ["--accel", "unicorn"], "interp": ["--accel", "interp"]}
 
 
@@ -142,7 +145,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--programs", default=",".join(DEFAULT_PROGRAMS))
-    ap.add_argument("--engines", default="llvm,llvm-warm,llvm-t1,qemu,unicorn,native")
+    ap.add_argument("--engines",
+                    default="llvm,llvm-warm,stencil,llvm-t1,qemu,unicorn,native")
     ap.add_argument("--steady", action="store_true",
                     help="also measure at half size: steady-state time per unit of work")
     ap.add_argument("--json", metavar="FILE", help="write all measurements as JSON")
@@ -163,7 +167,7 @@ def main() -> int:
     # makes every run recompile ~50 modules: ~0.1 s each time)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     for k in ("DBTLAB_REGIONS", "DBTLAB_REGION_WORKERS", "DBTLAB_DEBUG", "DBTLAB_OPT",
-              "DBTLAB_ACCEL"):
+              "DBTLAB_ACCEL", "DBTLAB_TIERS"):
         env.pop(k, None)                 # the engines above say the configuration
     for name in a.programs.split(","):
         prog = progs[name]
@@ -190,12 +194,14 @@ def main() -> int:
             st = m["stats"] or {}
             if "blocks" in st:
                 exits = st.get("exits", {})
-                extra = (f"  {st['blocks']} blocks, {st.get('median_us_per_block', 0):.0f} "
+                extra = (f"  {st['blocks']} blocks ({st.get('stencil_blocks', 0)} stencil), "
+                         f"{st.get('median_us_per_block', 0):.0f} "
                          f"us/block, {sum(exits.values()) / m['median']:.0f} exits/s, "
                          f"{st.get('cache_hits', 0)} cached modules, "
                          f"{st.get('regions', 0)} regions; compiling "
+                         f"{st.get('stencil_seconds', 0):.2f} s stencils, "
                          f"{st.get('emit_seconds', 0) + st.get('compile_seconds', 0):.2f} s "
-                         f"first tier, {st.get('region_seconds', 0):.2f} s regions")
+                         f"llvm tier, {st.get('region_seconds', 0):.2f} s regions")
             if a.steady:
                 half = measure(eng, prog, scaled(args, 0.5), a.reps, env, tmp)
                 row["half_median"] = half["median"]
@@ -219,7 +225,7 @@ def main() -> int:
         if steady_insns:
             entry["steady_insns"] = steady_insns
         e = entry["engines"]
-        for mine in ("llvm", "llvm-warm", "llvm-t1"):
+        for mine in ("llvm", "llvm-warm", "stencil", "llvm-t1"):
             for peer in ("qemu", "unicorn", "native"):
                 if mine in e and peer in e:
                     entry[f"{mine}/{peer}"] = e[mine]["median"] / e[peer]["median"]
@@ -235,15 +241,15 @@ def main() -> int:
             summary[k] = geomean(list(rs.values()))
             print(f"  {k:24s} geomean {summary[k]:6.2f}   " +
                   "  ".join(f"{n} {v:.2f}" for n, v in rs.items()))
-    first = "llvm-t1" if "llvm-t1" in engines else "llvm"
-    us = [p["engines"][first]["stats"].get("median_us_per_block")
-          for p in results["programs"].values()
-          if first in p["engines"] and p["engines"][first]["stats"]]
-    us = [u for u in us if u]
-    if us:
-        summary["median_us_per_block"] = statistics.median(us)
-        print(f"  median first-tier translation: {summary['median_us_per_block']:.0f} us/block"
-              " (parse + codegen + emission, cold cache)")
+    for eng, what in (("stencil", "stencil tier (decode + copy and patch)"),
+                      ("llvm-t1", "LLVM tier (decode + emission + parse + codegen)")):
+        us = [p["engines"][eng]["stats"].get("median_us_per_block")
+              for p in results["programs"].values()
+              if eng in p["engines"] and p["engines"][eng]["stats"]]
+        us = [u for u in us if u]
+        if us:
+            summary[f"median_us_per_block {eng}"] = statistics.median(us)
+            print(f"  median translation, {what}: {statistics.median(us):.0f} us/block")
     results["summary"] = summary
     if a.json:
         with open(a.json, "w") as f:

@@ -55,22 +55,6 @@ class Hole:
         other = other if isinstance(other, Hole) else Hole("const", int(other))
         return Hole(op, other, self) if swap else Hole(op, self, other)
 
-    def __add__(self, o): return self._bin("+", o)
-    def __radd__(self, o): return self._bin("+", o, True)
-    def __sub__(self, o): return self._bin("-", o)
-    def __rsub__(self, o): return self._bin("-", o, True)
-    def __mul__(self, o): return self._bin("*", o)
-    def __rmul__(self, o): return self._bin("*", o, True)
-    def __and__(self, o): return self._bin("&", o)
-    def __rand__(self, o): return self._bin("&", o, True)
-    def __or__(self, o): return self._bin("|", o)
-    def __ror__(self, o): return self._bin("|", o, True)
-    def __xor__(self, o): return self._bin("^", o)
-    def __rxor__(self, o): return self._bin("^", o, True)
-    def __lshift__(self, o): return self._bin("<<", o)
-    def __rlshift__(self, o): return self._bin("<<", o, True)
-    def __rshift__(self, o): return self._bin(">>", o)
-    def __rrshift__(self, o): return self._bin(">>", o, True)
     def __neg__(self): return Hole("neg", self)
     def __invert__(self): return Hole("~", self)
     def __eq__(self, o): return self._bin("==", o)        # type: ignore[override]
@@ -202,6 +186,14 @@ class Paths:
             for j in range(len(self.prefix), len(guards)):
                 stack.append([d for _, d in guards[:j]] + [True])
             yield guards, result
+
+
+# arithmetic on a hole (either side) builds an expression; comparisons too
+for _name, _op in (("add", "+"), ("sub", "-"), ("mul", "*"), ("and", "&"), ("or", "|"),
+                   ("xor", "^"), ("lshift", "<<"), ("rshift", ">>")):
+    setattr(Hole, f"__{_name}__", lambda self, o, _op=_op: self._bin(_op, o))
+    setattr(Hole, f"__r{_name}__", lambda self, o, _op=_op: self._bin(_op, o, True))
+del _name, _op
 
 
 def guards_hold(guards: list[tuple[Hole, bool]], env: dict[str, int]) -> bool:

@@ -13,7 +13,9 @@ computes exactly what a first-tier block does for the same instruction:
 * the instruction counts a first-tier block folds in as constants (how many instructions of
   the block remain) are holes too;
 * an instruction that does not end the block continues with a ``musttail`` call to
-  ``@H_cont``, which the patcher turns into a fall-through into the next stencil.
+  ``@H_cont``, which the patcher turns into a fall-through into the next stencil;
+* no guest pc is stored before a memory access: a host fault's pc falls inside one
+  instruction's stencil, and the patcher's layout of the block says which.
 
 Hole kinds say how a value is materialised (and which relocation the patcher will meet):
 ``off`` — a byte offset into the environment (< 2**31, folded into addressing modes);
@@ -25,12 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dbtlab.ir.env import HELPERS_OFF, SLOTS_OFF
+from dbtlab.ir.env import HELPERS_OFF, ICBASE_OFF, SLOTS_OFF
 from dbtlab.ir.holes import MASK64, Hole
-from dbtlab.ir.llvm_emit import (CC, OFF_ADDR_LIMIT, OFF_AUX, OFF_GUEST_BASE, OFF_ICOUNT,
-                                 OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter)
-from dbtlab.ir.state import (EXIT_BUDGET, EXIT_FENCE_I, EXIT_ILLEGAL, EXIT_INTERP_ONE,
-                             offset)
+from dbtlab.ir.llvm_emit import (CC, OFF_ADDR_LIMIT, OFF_AUX, OFF_GUEST_BASE, OFF_HOT,
+                                 OFF_ICOUNT, OFF_LIMIT, OFF_PC, LLVMBuilder, ModuleEmitter)
+from dbtlab.ir.state import EXIT_BUDGET, EXIT_FENCE_I, EXIT_HOT, EXIT_ILLEGAL, offset
 
 CONT = "H_cont"
 OFF_X0 = offset("x")
@@ -239,8 +240,11 @@ class StencilBuilder(LLVMBuilder):
 
     def read_csr(self, csr):
         from dbtlab.ir.builder import CSR_CYCLE, CSR_INSTRET, CSR_TIME
-        if csr in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):
-            return self._icount_before(False, self.lines)
+        if csr in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):     # the run's base + icount (env.py)
+            r, base, n = self._icount_before(False, self.lines), self._v(), self._v()
+            self.e(f"{base} = load i64, ptr {self.ptr(ICBASE_OFF)}")
+            self.e(f"{n} = add i64 {r}, {base}")
+            return n
         return super().read_csr(csr)
 
     # ---- exits ------------------------------------------------------------------------
@@ -263,9 +267,8 @@ class StencilBuilder(LLVMBuilder):
         return lab
 
     def _host_ptr(self, addr, size: int = 1, write: bool = False) -> str:
-        if not self.marked:
-            self.e(f"store i64 {self.a(self.pc)}, ptr {self.ptr(OFF_PC)}")
-            self.marked = True
+        # no pc store before a memory access: the runtime maps the faulting host pc to
+        # its guest instruction through the block's layout
         return self._guest_ptr(addr)
 
     def direct_exit(self, target) -> None:
@@ -289,10 +292,6 @@ class StencilBuilder(LLVMBuilder):
             return
         super().jump(target)
 
-    def interpret_one(self) -> None:
-        self.e(f"br label %{self.exit_label(0, EXIT_INTERP_ONE)}")
-        self.terminated = True
-
     # ---- the function -----------------------------------------------------------------
     def finish_stencil(self) -> str:
         """The whole function text (call once, after the instruction's semantics)."""
@@ -315,21 +314,36 @@ class StencilBuilder(LLVMBuilder):
         return "\n".join(head + self.lines + tail + ["}"])
 
 
-def entry_stencil(mod: StencilModule) -> str:
+def entry_stencil(mod: StencilModule, hot: bool = False) -> str:
     """The block prologue: count the block's ``n`` instructions against the limit; if they
-    do not fit, leave with state.pc at the block (the runtime runs a shorter variant)."""
-    b = StencilBuilder(mod, "st__entry")
+    do not fit, leave with state.pc at the block (the runtime runs a shorter variant).
+    ``hot``: also count down the block's hotness counter (``id``), as first-tier blocks
+    do, and leave with EXIT_HOT when it reaches zero (the runtime forms a region)."""
+    name = "st__entry_hot" if hot else "st__entry"
+    b = StencilBuilder(mod, name)
     n = b._hole(Hole.field("n"), "i32")
     pc = b._hole(Hole.field("pc"), "i64")
-    out = [f"define dso_local {CC} i64 @st__entry(ptr %st) #0 {{", "entry:", *b.entry]
+    bid = b._hole(Hole.field("id"), "i32") if hot else None
+    out = [f"define dso_local {CC} i64 @{name}(ptr %st) #0 {{", "entry:", *b.entry]
     out.append(f"  %ic = load i64, ptr {b.ptr(OFF_ICOUNT, out)}")
     out.append(f"  %lim = load i64, ptr {b.ptr(OFF_LIMIT, out)}")
-    out += [f"  %ic2 = add i64 %ic, {n}", "  %ok = icmp ule i64 %ic2, %lim",
-            "  br i1 %ok, label %run, label %nobudget", "run:"]
+    out += [f"  %ic2 = add i64 %ic, {n}", "  %ok = icmp ule i64 %ic2, %lim"]
+    go = "%ok"
+    if hot:
+        out.append(f"  %hp = load ptr, ptr {b.ptr(OFF_HOT, out)}")
+        out += [f"  %hq = getelementptr i64, ptr %hp, i64 {bid}", "  %hc = load i64, ptr %hq",
+                "  %hc1 = sub i64 %hc, 1", "  store i64 %hc1, ptr %hq",
+                "  %notyet = icmp ne i64 %hc1, 0", "  %go = and i1 %ok, %notyet"]
+        go = "%go"
+    out += [f"  br i1 {go}, label %run, label %nobudget", "run:"]
     out.append(f"  store i64 %ic2, ptr {b.ptr(OFF_ICOUNT, out)}")
     out += [f"  %c = musttail call {CC} i64 @{CONT}(ptr %st)", "  ret i64 %c", "nobudget:"]
     out.append(f"  store i64 {pc}, ptr {b.ptr(OFF_PC, out)}")
     fn = b.helper_ptr(EXIT_BUDGET, out)
+    if hot:
+        hot_fn = b.helper_ptr(EXIT_HOT, out)
+        out.append(f"  %nbfn = select i1 %notyet, ptr {fn}, ptr {hot_fn}")
+        fn = "%nbfn"
     out += [f"  %r = musttail call {CC} i64 {fn}(ptr %st)", "  ret i64 %r", "}"]
     return "\n".join(out)
 

@@ -98,11 +98,12 @@ class CodeBuffer:
 class Patcher:
     """Lays out parts of stencils and fills their holes (the run-time hot path)."""
 
-    def __init__(self, lib: Library, holes: dict[str, tuple[str, Callable[[dict], int]]],
+    def __init__(self, lib: Library,
+                 holes: dict[str, tuple[str, Callable[[dict], int], frozenset]],
                  buf: CodeBuffer | None = None) -> None:
         self.lib = lib
         self.buf = buf or CodeBuffer()
-        self.holes = holes                  # symbol -> (kind, evaluator over fields)
+        self.holes = holes                  # symbol -> (kind, evaluator, fields it reads)
         self._targets: dict[str, int] = {}  # "sec:..." / "fn:..." -> executable address
         for name, data in lib.data.items():
             off = self.buf.alloc(len(data), 64)
@@ -127,72 +128,76 @@ class Patcher:
             self.buf.write(off, b"\xff\x25\x00\x00\x00\x00" + struct.pack("<Q", addr))
             self._targets[t] = self.buf.rx_base + off
         self.buf.reserved = self.buf.used
-        self._plans: dict[str, tuple] = {}
 
-    def _plan(self, st: Stencil) -> tuple:
-        """(code, size when followed, [(offset, type, kind-or-None, evaluator-or-target,
-        addend)]) for one stencil, computed once."""
-        plan = self._plans.get(st.name)
-        if plan is None:
-            size = len(st.code) - (5 if st.tail_jump else 0)
-            items = []
-            for off, typ, tgt, add in st.patches:
-                if st.tail_jump and off == len(st.code) - 4 and tgt == "H_cont":
-                    continue                      # dropped when another stencil follows
-                if tgt in self.holes:
-                    kind, ev = self.holes[tgt]
-                    items.append((off, typ, kind, ev, add))
-                else:
-                    items.append((off, typ, None, tgt, add))
-            plan = self._plans[st.name] = (st.code, size, items, st.tail_jump)
-        return plan
+    def prepare(self, st: Stencil, fields: dict, dynamic: frozenset) -> tuple:
+        """``st`` with every hole that depends only on ``fields`` (an instruction's own)
+        filled in, once per instruction word: (code, size when followed, tail jump, the
+        holes left for ``emit``: [(offset, type, kind, evaluator, addend)], the references
+        ``emit`` resolves by position: [(offset, type, target, addend)])."""
+        code = bytearray(st.code)
+        dyn, rel = [], []
+        for off, typ, tgt, add in st.patches:
+            if st.tail_jump and off == len(st.code) - 4 and tgt == "H_cont":
+                continue                          # dropped when another stencil follows
+            h = self.holes.get(tgt)
+            if h is None:
+                rel.append((off, typ, tgt, add))
+            elif h[2] & dynamic:
+                dyn.append((off, typ, h[0], h[1], add))
+            else:
+                _fill(code, off, typ, h[0], h[1](fields), add)
+        return (bytes(code), len(code) - (5 if st.tail_jump else 0), st.tail_jump, dyn, rel)
 
-    def emit(self, parts: list[tuple[Stencil, dict]]) -> tuple[int, list[int]]:
-        """Copy and patch ``parts`` into the buffer; returns the executable address of the
-        first part and each part's offset from it (host pc -> guest instruction maps)."""
-        plans = [self._plan(st) for st, _ in parts]
+    def emit(self, parts: list[tuple[tuple, dict]]) -> tuple[int, list[int]]:
+        """Lay out prepared stencils one after another, fill the holes left (from each
+        part's fields) and the references to the next part, constant pools and
+        trampolines. Returns the executable address of the first part and each part's
+        offset from it (host pc -> guest instruction maps)."""
+        last = len(parts) - 1
         offs, pos = [], 0
-        for i, (code, size, _, tail) in enumerate(plans):
+        for i, (pre, _) in enumerate(parts):
             offs.append(pos)
-            pos += size if (tail and i + 1 < len(plans)) else len(code)
+            pos += pre[1] if (pre[2] and i < last) else len(pre[0])
         base_off = self.buf.alloc(pos)
         base = self.buf.rx_base + base_off
         out = bytearray(pos)
-        for i, ((code, size, items, tail), (_, fields)) in enumerate(zip(plans, parts)):
+        targets = self._targets
+        for i, ((code, size, tail, dyn, rel), fields) in enumerate(parts):
             start = offs[i]
-            n = size if (tail and i + 1 < len(plans)) else len(code)
-            out[start:start + n] = code[:n]
-            nxt = base + (offs[i + 1] if i + 1 < len(plans) else pos)
-            for off, typ, kind, what, add in items:
-                at = start + off
-                if kind is None:
-                    if what == "H_cont":
-                        target = nxt
-                    else:
-                        target = self._targets[what]
+            n = size if (tail and i < last) else len(code)
+            out[start:start + n] = code if n == len(code) else code[:n]
+            for off, typ, kind, ev, add in dyn:
+                _fill(out, start + off, typ, kind, ev(fields), add)
+            if rel:
+                nxt = base + (offs[i + 1] if i < last else pos)
+                for off, typ, what, add in rel:
+                    at = start + off
+                    target = nxt if what == "H_cont" else targets[what]
                     if typ in (R_PC32, R_PLT32):
                         _pack("<i", out, at, target + add - (base + at))
                     elif typ == R_64:
                         _pack("<Q", out, at, (target + add) & _MASK64)
                     else:
                         raise HoleOverflow(f"{what}: absolute 32-bit reference")
-                    continue
-                v = what(fields) & _MASK64
-                if kind == "i32":
-                    s = v - (1 << 64) if v >> 63 else v
-                    if not -0x80000000 <= s < 0x80000000:
-                        raise HoleOverflow(f"{v:#x} is not a 32-bit signed value")
-                elif kind == "u32":
-                    if v >> 32:
-                        raise HoleOverflow(f"{v:#x} is not a 32-bit value")
-                elif kind == "off" and v >> 31:
-                    raise HoleOverflow(f"offset {v:#x} out of range")
-                x = (v + add) & _MASK64
-                if typ == R_64:
-                    _pack("<Q", out, at, x)
-                elif typ in (R_32, R_32S):
-                    _pack("<I", out, at, x & 0xFFFFFFFF)
-                else:
-                    raise HoleOverflow(f"hole in a relative reference (type {typ})")
         self.buf.write(base_off, out)
         return base, offs
+
+
+def _fill(out: bytearray, at: int, typ: int, kind: str, v: int, add: int) -> None:
+    """Write hole value ``v`` (of ``kind``) where a relocation of type ``typ`` points."""
+    v &= _MASK64
+    if kind == "i32":
+        if 0x7FFFFFFF < v < 0xFFFFFFFF80000000:
+            raise HoleOverflow(f"{v:#x} is not a 32-bit signed value")
+    elif kind == "u32":
+        if v >> 32:
+            raise HoleOverflow(f"{v:#x} is not a 32-bit value")
+    elif kind == "off" and v >> 31:
+        raise HoleOverflow(f"offset {v:#x} out of range")
+    x = (v + add) & _MASK64
+    if typ == R_64:
+        _pack("<Q", out, at, x)
+    elif typ == R_32 or typ == R_32S:
+        _pack("<I", out, at, x & 0xFFFFFFFF)
+    else:
+        raise HoleOverflow(f"hole in a relative reference (type {typ})")

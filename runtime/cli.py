@@ -18,7 +18,7 @@ import signal
 import sys
 
 import dbtlab
-from dbtlab.runtime.config import ACCELS, DEBUG_FLAGS, RunConfig, parse_debug
+from dbtlab.runtime.config import ACCELS, DEBUG_FLAGS, RunConfig, parse_debug, parse_tiers
 from dbtlab.runtime.errors import DbtError
 
 EXIT_STOPPED = 0     # exit status when --max-insns stopped the guest
@@ -119,6 +119,10 @@ def add_run_options(r: argparse.ArgumentParser) -> None:
                         "or ~/.cache/dbtlab)")
     r.add_argument("--no-cache", action="store_true",
                    help="do not read or write the persistent translation cache")
+    r.add_argument("--tiers", metavar="LIST", default=None,
+                   help="translation tiers of --accel llvm, from stencil,llvm,region "
+                        "(default all three, or $DBTLAB_TIERS); the LLVM tier still serves "
+                        "blocks stencils cannot")
     r.add_argument("--regions", type=int, metavar="N", default=None,
                    help="form optimised regions from loop heads executed N times (0: off; "
                         "default 2000, or $DBTLAB_REGIONS)")
@@ -146,6 +150,11 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
                     time_mode="virtual" if a.virtual_time else "host",
                     profile=bool(getattr(a, "profile", None)),
                     cache=not a.no_cache, cache_dir=a.cache_dir)
+    if getattr(a, "tiers", None) is not None:
+        try:
+            cfg.tiers = parse_tiers(a.tiers)
+        except ValueError as e:
+            raise DbtError(f"--tiers: {e}") from None
     if a.regions is not None:
         if a.regions < 0:
             raise DbtError("--regions must be >= 0")
@@ -214,11 +223,22 @@ def print_stats(m) -> None:
                                               sorted(ex.items(), key=lambda kv: -kv[1])),
               file=out)
     if "blocks" in s:
-        print(f"  translated {s['blocks']} blocks ({s['guest_insns']} guest insns) in "
-              f"{s['modules']} modules: {1e3 * s['emit_seconds']:.1f} ms emitting, "
-              f"{1e3 * s['compile_seconds']:.1f} ms compiling; median "
-              f"{s.get('median_us_per_block', 0):.0f} us/block; {s['links']} links, "
-              f"{s['invalidated']} invalidated, {s['flushes']} flushes", file=out)
+        print(f"  translated {s['blocks']} blocks ({s['guest_insns']} guest insns); "
+              f"{s['links']} links, {s['invalidated']} invalidated, {s['flushes']} flushes",
+              file=out)
+        if s.get("stencil_blocks"):
+            print(f"  stencil tier: {s['stencil_blocks']} blocks in "
+                  f"{1e3 * s['stencil_seconds']:.1f} ms, median "
+                  f"{s.get('median_us_per_stencil_block', 0):.0f} us/block", file=out)
+        llvm_blocks = s["blocks"] - s.get("stencil_blocks", 0)
+        if llvm_blocks or not s.get("stencil_blocks"):
+            why = ""
+            if s.get("stencil_blocks") is not None and "stencil" in m.config.tiers:
+                why = " (forms without a stencil, budget-limited blocks)"
+            print(f"  llvm tier: {llvm_blocks} blocks{why} in {s['modules']} modules: "
+                  f"{1e3 * s['emit_seconds']:.1f} ms emitting, "
+                  f"{1e3 * s['compile_seconds']:.1f} ms compiling; median "
+                  f"{s.get('median_us_per_llvm_block', 0):.0f} us/block", file=out)
         if s.get("cache_hits"):
             print(f"  persistent cache: {s['cache_hits']} of {s['modules']} modules loaded "
                   f"without compiling", file=out)
@@ -637,6 +657,8 @@ def add_fuzz_parser(sub) -> None:
     f.add_argument("--llvm-regions", type=int, default=0, metavar="N",
                    help="let llvm form second-tier regions from blocks executed N times "
                         "(default 0: first tier only)")
+    f.add_argument("--tiers", metavar="LIST", default=None,
+                   help="llvm's first tiers: stencil and/or llvm (default as for run)")
     f.add_argument("--replay", metavar="FILE",
                    help="rerun a reproducer file (on its engines, or --accels if given)")
 
@@ -656,10 +678,16 @@ def cmd_fuzz(a: argparse.Namespace) -> int:
         weights = parse_weights(a.weights)
     except ValueError as e:
         raise DbtError(str(e)) from None
+    tiers = None
+    if a.tiers is not None:
+        try:
+            tiers = parse_tiers(a.tiers)
+        except ValueError as e:
+            raise DbtError(f"--tiers: {e}") from None
     cfg = FuzzConfig(seed=a.seed, cases=a.cases, accels=accels, jobs=a.jobs,
                      known_deviations=not a.no_known_deviations, weights=weights,
                      out=a.out, minimise=not a.no_minimise, progress=True,
-                     llvm_regions=a.llvm_regions)
+                     llvm_regions=a.llvm_regions, tiers=tiers)
     r = run_campaign(cfg)
     print(r.summary())
     return 0 if r.ok else 1

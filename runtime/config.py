@@ -21,6 +21,11 @@ DEBUG_FLAGS = {
 }
 
 ACCELS = ("llvm", "interp", "unicorn")
+#: translation tiers of the llvm accelerator, cheapest first: ``stencil`` (copy and patch,
+#: microseconds per block), ``llvm`` (LLVM per block: what stencils cannot serve, and what
+#: profiling, the write log and -d nochain need), ``region`` (hot loops, optimised)
+TIERS = ("stencil", "llvm", "region")
+DEFAULT_TIERS = TIERS
 DEFAULT_REGION_THRESHOLD = 2000      # executions of a loop head before it becomes a region
 
 
@@ -51,6 +56,8 @@ class RunConfig:
         default_factory=lambda: _env_int("DBTLAB_REGIONS", DEFAULT_REGION_THRESHOLD))
     region_workers: int = field(default_factory=lambda: _env_int("DBTLAB_REGION_WORKERS", 1))
     region_opt: int = 2                   # LLVM pass and codegen level for regions
+    # translation tiers (see TIERS); DBTLAB_TIERS sets the default, like DBTLAB_REGIONS
+    tiers: tuple[str, ...] = field(default_factory=lambda: _env_tiers())
     cache: bool = True                    # persistent translation cache (object code)
     cache_dir: str | None = None          # default: $DBTLAB_CACHE_DIR or ~/.cache/dbtlab
     extra: dict = field(default_factory=dict)
@@ -71,6 +78,36 @@ class RunConfig:
     @property
     def chain(self) -> bool:
         return self.chaining and "nochain" not in self.debug
+
+    @property
+    def regions(self) -> int:
+        """The region threshold in force (0: no regions)."""
+        return self.region_threshold if "region" in self.tiers else 0
+
+
+def _env_tiers() -> tuple[str, ...]:
+    text = os.environ.get("DBTLAB_TIERS")
+    if not text:
+        return DEFAULT_TIERS
+    try:
+        return parse_tiers(text)
+    except ValueError as e:
+        from dbtlab.runtime.errors import DbtError
+        raise DbtError(f"DBTLAB_TIERS: {e}") from None
+
+
+def parse_tiers(text: str) -> tuple[str, ...]:
+    """``stencil,llvm,region`` and subsets; unknown names raise ValueError listing the
+    valid ones. Whatever the list, the LLVM tier still translates what the stencil tier
+    cannot (a form without a stencil, a budget-limited block)."""
+    tiers = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    bad = [t for t in tiers if t not in TIERS]
+    if bad or not tiers:
+        raise ValueError(f"unknown tier(s) {', '.join(bad) or '(none)'}; valid: "
+                         + ", ".join(TIERS))
+    if "region" in tiers and len(tiers) == 1:
+        raise ValueError("tiers: regions form over a first tier: add stencil or llvm")
+    return tiers
 
 
 def parse_debug(text: str) -> frozenset[str]:

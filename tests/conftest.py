@@ -21,6 +21,16 @@ GUESTS = ROOT / "guests"
 ACCELS = ["interp", "llvm", "unicorn"]
 
 
+def _region_tiers() -> tuple[str, ...]:
+    from dbtlab.runtime.config import RunConfig
+    return tuple(t for t in RunConfig().tiers if t != "region") + ("region",)
+
+
+#: the first tiers the suite runs under (DBTLAB_TIERS) with regions added: what tests about
+#: the second tier run, whatever first tier the suite is testing
+REGION_TIERS = _region_tiers()
+
+
 def load_manifest() -> dict:
     with open(GUESTS / "manifest.json") as f:
         return json.load(f)

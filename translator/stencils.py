@@ -124,6 +124,7 @@ def generate(table: list[Encoding] | None = None) -> Generated:
                     del forms[k]
                 break
     mod.functions.append(entry_stencil(mod))
+    mod.functions.append(entry_stencil(mod, hot=True))
     goto, _ = goto_stencil(mod)
     mod.functions.append(goto)
     holes = {s.symbol: (s.kind, s.expr) for s in mod.holes.values()}
@@ -165,7 +166,7 @@ def load_library(cache_dir: str | None = None):
     from dbtlab.ir.objcache import default_dir
     from dbtlab.ir.stencil_lib import Library, LibraryError
     key = library_key()
-    folder = Path(cache_dir or default_dir())
+    folder = Path(cache_dir or os.environ.get("DBTLAB_CACHE_DIR") or default_dir())
     import hashlib
     path = folder / f"stencils-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lib"
     try:
@@ -187,7 +188,9 @@ def load_library(cache_dir: str | None = None):
 
 
 # ---- translating a block ---------------------------------------------------------------------
-_FIELDS = HOLE_FIELDS
+#: fields that change with where an instruction is (its block, its chain slots): holes that
+#: read them are filled per block, all others once per instruction word
+DYNAMIC = frozenset({"pc", "left", "n", "slot0", "slot1", "target", "id"})
 
 
 class StencilTranslator:
@@ -197,66 +200,84 @@ class StencilTranslator:
         from dbtlab.ir.stencil_patch import Patcher
         self.lib = lib
         meta = lib.meta
-        holes = {sym: (kind, Hole.from_json(e).compile())
-                 for sym, (kind, e) in meta["holes"].items()}
+        holes = {}
+        for sym, (kind, e) in meta["holes"].items():
+            h = Hole.from_json(e)
+            holes[sym] = (kind, h.compile(), frozenset(h.fields()))
         self.patcher = Patcher(lib, holes, buf)
         self.forms: dict[tuple, list] = {}
         for k, variants in meta["forms"].items():
             name, rm = k.split("|")
             key = (name, int(rm) if rm else None)
-            self.forms[key] = [
-                (lib.stencils[sym],
-                 [(Hole.from_json(h).compile(), d) for h, d in guards],
-                 [Hole.from_json(t).compile() for t in direct], term)
-                for sym, guards, direct, term in variants]
+            self.forms[key] = []
+            for sym, guards, direct, term in variants:
+                gs = [(Hole.from_json(h), d) for h, d in guards]
+                if any(h.fields() & DYNAMIC for h, _ in gs):
+                    raise ValueError(f"{sym}: a guard reads where the instruction is")
+                self.forms[key].append((lib.stencils[sym], [(h.compile(), d) for h, d in gs],
+                                        [Hole.from_json(t).compile() for t in direct], term))
         self.unserved: dict[str, str] = dict(meta["unserved"])
-        self.entry = lib.stencils["st__entry"]
-        self.goto = lib.stencils["st__goto"]
+        self._entry = self.patcher.prepare(lib.stencils["st__entry"], {}, DYNAMIC)
+        self._entry_hot = self.patcher.prepare(lib.stencils["st__entry_hot"], {}, DYNAMIC)
+        self._goto = self.patcher.prepare(lib.stencils["st__goto"], {}, DYNAMIC)
+        self._by_insn: dict[int, tuple | None] = {}   # id(insn) -> (prepared, exits, ends)
+        self._keep: list = []                          # keeps those insns (and ids) alive
 
-    def variant(self, insn: Insn, fields: dict):
+    def _lookup(self, insn: Insn):
+        """(prepared stencil, direct-exit target evaluators, ends the block) for a decoded
+        instruction, or None; decoded instructions are shared per word, so this runs once
+        per word."""
+        got = self._by_insn.get(id(insn), False)
+        if got is not False:
+            return got
+        got = None
         enc = insn.enc
-        if enc is None:
-            return None
-        rm = insn.rm if any(f.name == "rm" for f in enc.operands) else None
-        for v in self.forms.get((insn.mnemonic, rm), ()):
-            if all(bool(g(fields)) == d for g, d in v[1]):
-                return v
-        return None
+        if enc is not None:
+            rm = insn.rm if any(f.name == "rm" for f in enc.operands) else None
+            f = {a: getattr(insn, a) for a in HOLE_FIELDS}
+            f["word"] = insn.word
+            for st, guards, direct, term in self.forms.get((insn.mnemonic, rm), ()):
+                if all(bool(g(f)) == d for g, d in guards):
+                    got = (self.patcher.prepare(st, f, DYNAMIC), direct, term, f)
+                    break
+        self._by_insn[id(insn)] = got
+        self._keep.append(insn)
+        return got
 
-    def translate(self, blk, new_slot) -> tuple[int, list, list] | None:
-        """Native code for ``blk`` (a GuestBlock without an instruction limit), or None if
+    def translate(self, blk, new_slot, hot_id: int | None = None
+                  ) -> tuple[int, list, list] | None:
+        """Native code for ``blk``, or None if
         some instruction has no stencil. ``new_slot(target)`` gives a chain slot id for a
-        direct exit. Returns (address, [(slot id, target pc)], [(host offset, guest pc)]);
-        truncates ``blk.insns`` after the first instruction that ends the block."""
-        n = len(blk.insns)
+        direct exit; ``hot_id``: the block's hotness counter, if it counts towards a region.
+        Returns (address, [(slot id, target pc)], [(host offset, guest pc)]); truncates
+        ``blk.insns`` after the first instruction that ends the block."""
         chosen = []
-        for k, (pc, insn) in enumerate(blk.insns):
-            f = {a: getattr(insn, a) for a in _FIELDS}
-            f["word"], f["pc"], f["left"] = insn.word, pc, n - k
-            v = self.variant(insn, f)
-            if v is None:
+        for pc, insn in blk.insns:
+            got = self._lookup(insn)
+            if got is None:
                 return None
-            chosen.append((v, f))
-            if v[3]:
+            chosen.append((pc, got))
+            if got[2]:
                 break
         n = len(chosen)
         del blk.insns[n:]
-        parts = [(self.entry, {"n": n, "pc": blk.pc})]
+        parts = [(self._entry, {"n": n, "pc": blk.pc}) if hot_id is None else
+                 (self._entry_hot, {"n": n, "pc": blk.pc, "id": hot_id})]
         exits = []
-        for k, ((st, _, direct, _), f) in enumerate(chosen):
-            f["left"] = n - k
-            for i, t in enumerate(direct):
-                target = t(f) & MASK64
-                sid = new_slot(target)
-                f[f"slot{i}"] = sid
-                exits.append((sid, target))
-            parts.append((st, f))
-        if not chosen[-1][0][3]:
+        for k, (pc, (pre, direct, _, static)) in enumerate(chosen):
+            f = dict(static, pc=pc, left=n - k)      # dynamic holes may read both
+            if direct:
+                for i, t in enumerate(direct):
+                    target = t(f) & MASK64
+                    sid = new_slot(target)
+                    f[f"slot{i}"] = sid
+                    exits.append((sid, target))
+            parts.append((pre, f))
+        if not chosen[-1][1][2]:
             target = blk.end
             sid = new_slot(target)
             exits.append((sid, target))
-            parts.append((self.goto, {"target": target, "slot0": sid}))
+            parts.append((self._goto, {"target": target, "slot0": sid}))
         addr, offs = self.patcher.emit(parts)
-        pcs = [(offs[0], blk.pc)] + [(offs[k + 1], pc) for k, (pc, _) in
-                                     enumerate(blk.insns)]
+        pcs = [(offs[0], blk.pc)] + [(offs[k + 1], pc) for k, (pc, _) in enumerate(chosen)]
         return addr, exits, pcs

@@ -40,8 +40,9 @@ class TB:
     compile_seconds: float = 0.0   # its share of the module's compile time
     valid: bool = True
     successors: list[int] = field(default_factory=list)   # static direct targets
-    tier: int = 1
+    tier: int = 1                  # 0: stencils, 1: LLVM, 2: a region (RegionTB)
     id: int = 0                    # block id (profiling, hotness counters)
+    host_starts: list[int] = field(default_factory=list)   # stencils: insn k's code offset
 
     @property
     def pc(self) -> int:

@@ -67,6 +67,9 @@ CODE_CACHE_INSNS = 2_000_000
 @dataclass
 class TranslationStats(AccelStats):
     blocks: int = 0                 # blocks translated (cumulative, across flushes)
+    stencil_blocks: int = 0         # ... of which by copying and patching stencils
+    stencil_seconds: float = 0.0    # decode + copy and patch, for those
+    stencil_us: list = field(default_factory=list)   # per stencil block (µs)
     guest_insns: int = 0
     modules: int = 0
     emit_seconds: float = 0.0       # decode + semantics + IR text
@@ -102,8 +105,15 @@ class TranslationStats(AccelStats):
                  region_insns=self.region_insns, region_seconds=self.region_seconds,
                  regions_dropped=self.regions_dropped,
                  region_cache_hits=self.region_cache_hits,
-                 region_rollbacks=self.region_rollbacks)
+                 region_rollbacks=self.region_rollbacks,
+                 stencil_blocks=self.stencil_blocks, stencil_seconds=self.stencil_seconds)
+        sb = sorted(self.stencil_us)
+        if sb:
+            d["median_us_per_stencil_block"] = sb[len(sb) // 2]
         ub = sorted(self.us_per_block())
+        if ub:
+            d["median_us_per_llvm_block"] = ub[len(ub) // 2]
+        ub = sorted(ub + self.stencil_us)       # every block, whichever tier made it
         if ub:
             d["median_us_per_block"] = ub[len(ub) // 2]
         if self.blocks:
@@ -155,7 +165,7 @@ class LLVMAccel(Accelerator):
         self._stop_req = False                # ... and run() to return (request_exit)
         self._limit = 0                       # the real instruction limit of this run
         self.write_log = None                 # ctypes buffer while the write log is on
-        self.threshold = cfg.region_threshold
+        self.threshold = cfg.regions
         self.hot_counts = None
         self._next_block_id = 1
         if self.threshold:
@@ -167,6 +177,11 @@ class LLVMAccel(Accelerator):
             from dbtlab.runtime.profile import ProfileRecorder
             self.profiler = ProfileRecorder(machine)
             self.cache.listener = self.profiler.on_chain_event
+        self.stencils = None                  # the stencil tier (translator/stencils.py)
+        if "stencil" in cfg.tiers:
+            from dbtlab.translator.stencils import StencilTranslator, load_library
+            self.stencils = StencilTranslator(load_library(
+                cfg.cache_dir or os.environ.get("DBTLAB_CACHE_DIR")))
         self.mem.map_listeners.append(self._on_map)
         self.mem.code_write_listeners.append(self._on_code_write)
 
@@ -246,6 +261,8 @@ class LLVMAccel(Accelerator):
         self.cache.clear(self.jit.helpers[EXIT_CHAIN])
         self._fn_starts.clear()
         self._fn_blocks.clear()
+        if self.stencils is not None:
+            self.stencils.patcher.buf.reset()
         self._insns_since_flush = 0
         self.stats.flushes += 1
 
@@ -254,6 +271,26 @@ class LLVMAccel(Accelerator):
         lo = int.from_bytes(self.mem.fetch(pc, 2), "little")
         word = lo if lo & 3 != 3 else int.from_bytes(self.mem.fetch(pc, 4), "little")
         return decode(word)
+
+    def _block_fetcher(self, pc: int):
+        """A fetch for one block formation: the block's page is checked and read once
+        (blocks never leave their page); an instruction running past the page's end, or a
+        page that may not be fetched, goes through ``_fetch`` (which faults precisely)."""
+        base = pc & ~0xFFF
+        try:
+            page = self.mem.fetch(base, 0x1000)
+        except GuestFault:
+            return self._fetch
+
+        def fetch(a: int) -> Insn:
+            off = a - base
+            if 0 <= off <= 0xFFC:
+                lo = page[off] | page[off + 1] << 8
+                if lo & 3 != 3:
+                    return decode(lo)
+                return decode(lo | page[off + 2] << 16 | page[off + 3] << 24)
+            return self._fetch(a)
+        return fetch
 
     def translate(self, pc: int, limit: int | None = None) -> TB:
         """Translate the block at pc — and, for a full block, its statically reachable
@@ -279,6 +316,14 @@ class LLVMAccel(Accelerator):
         before = self.stats.blocks
         blocks = self.cache.blocks
         try:
+            if self.stencils is not None:       # no module cost to amortise: each on its own
+                for p in dict.fromkeys(pcs):
+                    if (p, None) not in blocks:
+                        try:
+                            self._translate(p, None)
+                        except GuestFault:
+                            pass
+                return self.stats.blocks - before
             todo = [p for p in dict.fromkeys(pcs) if (p, None) not in blocks]
             while todo:
                 try:
@@ -298,6 +343,12 @@ class LLVMAccel(Accelerator):
         if (self._insns_since_flush > CODE_CACHE_INSNS
                 or self.cache.free_slots() < 4 * (max_blocks or self.cfg.batch_blocks) + 16):
             self._flush()
+        if (self.stencils is not None and not more and self.cfg.chain
+                and self.profiler is None and self.write_log is None):
+            tb = self._translate_stencil(pc, limit)
+            if tb is not None:
+                return tb
+            max_blocks = 1      # only the block stencils cannot serve: not its successors
         t0 = time.perf_counter()
         mod = ModuleEmitter(f"m{self.jit.generation}_{next(self._mod_ids)}", self.cfg.chain,
                             self.cache.new_slot_id, profile=self.profiler is not None,
@@ -382,6 +433,65 @@ class LLVMAccel(Accelerator):
                 nxt = next((s for s in starts if s > a), a + 1024)
                 sym = self.machine.where_symbol(c.block.pc).split(" ", 1)[-1].strip("<>")
                 f.write(f"{a:x} {nxt - a:x} guest_{c.block.pc:x}_{sym}\n")
+
+    def _translate_stencil(self, pc: int, limit: int | None = None) -> TB | None:
+        """The block at pc by copying and patching stencils, or None when some instruction
+        has no stencil (the LLVM tier translates that block). ``limit``: a budget-limited
+        variant of at most that many instructions (its exits chain like any block's: the
+        next block's entry checks the budget)."""
+        from dbtlab.ir.stencil_patch import BufferFull, HoleOverflow
+        t0 = time.perf_counter()
+        max_len = limit or self.cfg.max_block_insns
+        blk = form_block(self._block_fetcher(pc), pc, max_len)
+        blk.limit = limit
+        ids = None if limit else self._block_ids()
+        bid = ids() if ids else None
+        new_slot = lambda target: self.cache.new_slot_id()   # noqa: E731
+        try:
+            try:
+                got = self.stencils.translate(blk, new_slot, bid)
+            except BufferFull:
+                self._flush()                   # resets the code buffer too
+                blk = form_block(self._block_fetcher(pc), pc, max_len)
+                blk.limit = limit
+                got = self.stencils.translate(blk, new_slot, bid)
+        except HoleOverflow as e:
+            log.debug("block %#x: %s; the LLVM tier translates it", pc, e)
+            got = None
+        if got is None:
+            return None
+        addr, exits, layout = got
+        tb = TB((blk.pc, limit), blk, addr, "stencil", successors=[t for _, t in exits],
+                tier=0, id=bid or 0)
+        tb.host_starts = [off for off, _ in layout[1:]]   # instruction k's code offset
+        self.cache.insert(tb)
+        bisect.insort(self._fn_starts, tb.fn)
+        self._fn_blocks[tb.fn] = tb
+        for pn in blk.pages:
+            self.mem.mark_code(pn)
+        for sid, target in exits:
+            self.cache.add_slot(SlotRec(sid, tb.key, target))
+        if limit is None:
+            self.env.jc_set(blk.pc, tb.fn)
+        else:
+            self.stats.truncated += 1
+        if "in_asm" in self.debug:
+            self._dump_in_asm(tb)
+        dt = time.perf_counter() - t0
+        st = self.stats
+        st.blocks += 1
+        st.stencil_blocks += 1
+        st.stencil_seconds += dt
+        st.stencil_us.append(1e6 * dt)
+        st.guest_insns += len(blk.insns)
+        self._insns_since_flush += len(blk.insns)
+        if self.cfg.chain:      # link what can be linked now, saving an exit per edge
+            for sid, target in exits:
+                t = self.cache.best(target)
+                if t is not None:
+                    self.cache.link(sid, t)
+                    st.links += 1
+        return tb
 
     def _block_ids(self):
         if self.profiler is not None:
@@ -720,6 +830,10 @@ class LLVMAccel(Accelerator):
         tb = self._fn_blocks.get(self._fn_starts[i]) if i >= 0 else None
         if tb is not None and tb.tier == 2:
             return self._rollback_region(tb)
+        if tb is not None and tb.tier == 0:      # a stencil block: its layout names the pc
+            k = bisect.bisect_right(tb.host_starts, st.host_pc - tb.fn) - 1
+            if 0 <= k < len(tb.block.insns):
+                st.pc = tb.block.insns[k][0]
         blk = tb.block_of(st.pc) if tb is not None else None
         if blk is None:
             raise RuntimeError(f"host fault at {st.host_pc:#x} (guest pc {st.pc:#x}) "

@@ -3,6 +3,8 @@ were compiled into which region."""
 
 from __future__ import annotations
 
+from tests.conftest import REGION_TIERS
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,7 +14,8 @@ from tests.analysis.conftest import SHA, SHA_ARGS  # noqa: E402
 
 
 def test_region_membership_in_profile_graph_report_and_figure(tmp_path):
-    p = analysis.profile_run(SHA, SHA_ARGS, region_threshold=50, region_workers=0)
+    p = analysis.profile_run(SHA, SHA_ARGS, tiers=REGION_TIERS, region_threshold=50,
+                             region_workers=0)
     assert p.regions, "sha256's loops at threshold 50 become regions"
     g = analysis.block_graph(p)
     members = {bid for r in p.regions for bid in r["blocks"]}

@@ -12,11 +12,14 @@ from dbtlab.ir.objcache import ObjectCache
 from tests.conftest import GUESTS, ROOT
 
 SHA = str(GUESTS / "bin/sha256")
+#: the cache holds the LLVM tier's modules: these tests run that tier whatever DBTLAB_TIERS
+#: says (stencils need no cache of their own beyond the library)
+LLVM_TIERS = ("llvm", "region")
 
 
 def test_warm_run_loads_every_module(tmp_path):
-    cold = dbtlab.run(SHA, ["2048", "1"], accel="llvm", cache_dir=str(tmp_path))
-    warm = dbtlab.run(SHA, ["2048", "1"], accel="llvm", cache_dir=str(tmp_path))
+    cold = dbtlab.run(SHA, ["2048", "1"], accel="llvm", tiers=LLVM_TIERS, cache_dir=str(tmp_path))
+    warm = dbtlab.run(SHA, ["2048", "1"], accel="llvm", tiers=LLVM_TIERS, cache_dir=str(tmp_path))
     assert warm.stdout == cold.stdout and warm.instret == cold.instret
     assert cold.stats["cache_hits"] == 0
     assert warm.stats["cache_hits"] == warm.stats["modules"] == cold.stats["modules"]
@@ -24,12 +27,12 @@ def test_warm_run_loads_every_module(tmp_path):
 
 
 def test_no_cache_writes_nothing(tmp_path):
-    dbtlab.run(SHA, ["64", "1"], accel="llvm", cache=False, cache_dir=str(tmp_path))
+    dbtlab.run(SHA, ["64", "1"], accel="llvm", tiers=LLVM_TIERS, cache=False, cache_dir=str(tmp_path))
     assert ObjectCache(tmp_path).summary()["entries"] == 0
 
 
 def test_corrupt_entry_is_discarded_and_rebuilt(tmp_path):
-    dbtlab.run(SHA, ["64", "1"], accel="llvm", cache_dir=str(tmp_path))
+    dbtlab.run(SHA, ["64", "1"], accel="llvm", tiers=LLVM_TIERS, cache_dir=str(tmp_path))
     cache = ObjectCache(tmp_path)
     entries = cache.entries()
     assert entries
@@ -37,7 +40,7 @@ def test_corrupt_entry_is_discarded_and_rebuilt(tmp_path):
         data = bytearray(p.read_bytes())
         data[-10] ^= 0xFF
         p.write_bytes(bytes(data))
-    r = dbtlab.run(SHA, ["64", "1"], accel="llvm", cache_dir=str(tmp_path))
+    r = dbtlab.run(SHA, ["64", "1"], accel="llvm", tiers=LLVM_TIERS, cache_dir=str(tmp_path))
     assert r.status == 0 and r.stats["cache_hits"] == 0     # nothing corrupt was loaded
     assert len(ObjectCache(tmp_path).entries()) == len(entries)  # rebuilt
     assert all(ObjectCache._check(p.read_bytes()) is not None
@@ -70,7 +73,8 @@ def test_size_bound_evicts_least_recently_used(tmp_path):
 def test_concurrent_processes_share_the_cache(tmp_path):
     env = dict(os.environ, DBTLAB_CACHE_DIR=str(tmp_path),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "dbtlab.runtime.cli", "run", SHA, "2048", "1"]
+    cmd = [sys.executable, "-m", "dbtlab.runtime.cli", "run", "--tiers", "llvm,region", SHA,
+           "2048", "1"]
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE) for _ in range(3)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
@@ -82,7 +86,7 @@ def test_concurrent_processes_share_the_cache(tmp_path):
 
 def test_cli_cache_stats_and_clear(tmp_path):
     from tests.runtime.test_cli import dbtlab as cli
-    cli("run", "--cache-dir", str(tmp_path), SHA, "64", "1")
+    cli("run", "--tiers", "llvm,region", "--cache-dir", str(tmp_path), SHA, "64", "1")
     r = cli("cache", "stats", "--cache-dir", str(tmp_path))
     assert r.returncode == 0 and " entries, " in r.stdout.decode()
     r = cli("cache", "clear", "--cache-dir", str(tmp_path))

@@ -191,17 +191,24 @@ def test_teeth_each_unicorn_fp_bug_is_found_and_minimised(tmp_path):
         assert replay(r.files[cls], known_deviations=True).ok    # excused when known
 
 
-def test_planted_lowering_bug_is_found_minimised_and_replayed(monkeypatch, tmp_path):
-    """The JIT computes xor as or: the campaign finds it, minimises it to the xor and the
-    end of the case, and the reproducer replays to the same divergence."""
-    real = llvm_emit.LLVMBuilder.binop
+@pytest.mark.parametrize("tier", ["llvm", "stencil"])
+def test_planted_lowering_bug_is_found_minimised_and_replayed(monkeypatch, tmp_path, tier):
+    """The JIT computes xor as or — in the LLVM tier's lowering, or in the stencils (a
+    library generated afresh from the broken lowering): the campaign finds it, minimises
+    it to the xor and the end of the case, and the reproducer replays to the same
+    divergence."""
+    from dbtlab.ir.stencil_emit import StencilBuilder
+    owner = llvm_emit.LLVMBuilder if tier == "llvm" else StencilBuilder
+    real = owner.binop
 
     def broken(self, op, x, y):
         return real(self, "or" if op == "xor" else op, x, y)
 
-    monkeypatch.setattr(llvm_emit.LLVMBuilder, "binop", broken)
+    monkeypatch.setattr(owner, "binop", broken)
+    if tier == "stencil":        # a library of its own, generated from the broken lowering
+        monkeypatch.setenv("DBTLAB_CACHE_DIR", str(tmp_path / "cache"))
     r = run_campaign(FuzzConfig(seed=3, cases=60, accels=("interp", "llvm"),
-                                out=str(tmp_path), max_minimise=3))
+                                out=str(tmp_path), max_minimise=3, tiers=(tier,)))
     assert not r.ok and r.total.diverged > 3
     xors = [k for k, d in r.docs.items() if d["minimised"] and
             "xor" in d["difference"]["instruction"]["mnemonic"]]
@@ -335,9 +342,9 @@ def test_long_campaign(accels):
 
 
 def test_engine_that_raises_is_a_finding(monkeypatch, tmp_path):
-    """An accelerator raising (here: the JIT cannot lower urem) does not stop the
-    campaign: the case is a divergence of class crash:ENGINE:EXCEPTION, the engine is
-    replaced, and the reproducer is minimised to the instruction."""
+    """An accelerator raising (here: the LLVM tier cannot lower urem while translating) does
+    not stop the campaign: the case is a divergence of class crash:ENGINE:EXCEPTION, the
+    engine is replaced, and the reproducer is minimised to the instruction."""
     real = llvm_emit.LLVMBuilder.binop
 
     def broken(self, op, x, y):
@@ -347,7 +354,7 @@ def test_engine_that_raises_is_a_finding(monkeypatch, tmp_path):
 
     monkeypatch.setattr(llvm_emit.LLVMBuilder, "binop", broken)
     r = run_campaign(FuzzConfig(seed=5, cases=80, accels=("interp", "llvm"),
-                                out=str(tmp_path), max_minimise=1))
+                                out=str(tmp_path), max_minimise=1, tiers=("llvm",)))
     assert r.total.cases == 80 and r.total.classes.get("crash:llvm:RuntimeError")
     assert r.total.clean > 20                        # the other cases still ran
     doc = r.docs["crash:llvm:RuntimeError"]

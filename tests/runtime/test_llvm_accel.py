@@ -50,7 +50,9 @@ def test_exits_are_counted_by_reason():
     assert ex["ecall"] >= 5 and ex["miss"] > 10
     # a block reports itself hot once at most (at DBTLAB_REGIONS=1: every block, once)
     assert ex.get("hot", 0) <= r.stats["blocks"]
-    assert sum(ex.values()) - ex.get("hot", 0) < 300   # the dispatcher stays native otherwise
+    # the dispatcher stays native otherwise: LLVM modules link their batch's edges at once,
+    # a stencil block's edge goes through Python once (to translate or link its target)
+    assert sum(ex.values()) - ex.get("hot", 0) < 300 + 3 * r.stats.get("stencil_blocks", 0)
 
 
 @pytest.mark.parametrize("opt", [1, 2])

@@ -7,7 +7,7 @@ from collections import Counter
 
 import dbtlab
 from dbtlab.runtime.profile import FORMAT, VERSION
-from tests.conftest import GUESTS
+from tests.conftest import REGION_TIERS, GUESTS
 
 SHA = str(GUESTS / "bin/sha256")
 
@@ -61,8 +61,8 @@ def test_cli_profile_requires_llvm(tmp_path):
 
 
 def test_profile_shows_regions_and_keeps_counting_inside_them():
-    r = dbtlab.run(SHA, ["2048", "4"], accel="llvm", profile=True, region_threshold=100,
-                   region_workers=0)
+    r = dbtlab.run(SHA, ["2048", "4"], accel="llvm", profile=True, tiers=REGION_TIERS,
+                   region_threshold=100, region_workers=0)
     doc = r.profile
     assert doc["regions"], "sha256's loops become regions at threshold 100"
     blocks = {b["id"]: b for b in doc["blocks"]}

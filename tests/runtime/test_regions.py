@@ -12,7 +12,7 @@ from dbtlab.runtime.oracle.bare import CODE_BASE, BareMachine
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.linux.memory import PROT_EXEC, PROT_READ, PROT_WRITE
 from dbtlab.translator.decode import encode
-from tests.conftest import GUESTS, guest_cases
+from tests.conftest import REGION_TIERS, GUESTS, guest_cases
 
 PROGRAMS = ["sha256", "qsort", "matmul", "nbody", "crc32", "alloc", "atomics", "smc",
             "setjmp", "segv", "strings"]
@@ -29,8 +29,8 @@ def test_regions_at_threshold_one_match_the_first_tier(name, workers, tmp_path):
     path = str(GUESTS / prog["binaries"]["musl"])
     args = [a.replace("{tmpfile}", str(tmp_path / "f")) for a in prog["test"]["args"]]
     env = prog.get("env") or {}
-    base = dbtlab.run(path, args, accel="llvm", env=env, region_threshold=0)
-    r = dbtlab.run(path, args, accel="llvm", env=env, region_threshold=1,
+    base = dbtlab.run(path, args, accel="llvm", env=env, tiers=REGION_TIERS, region_threshold=0)
+    r = dbtlab.run(path, args, accel="llvm", env=env, tiers=REGION_TIERS, region_threshold=1,
                    region_workers=workers)
     assert (r.stdout, r.status, r.signal, r.instret) == \
         (base.stdout, base.status, base.signal, base.instret)
@@ -51,8 +51,8 @@ def test_fault_inside_a_region_is_rolled_back_and_precise():
             encode("ecall")]
     results = {}
     for th in (0, 1):
-        m = BareMachine(code, accel="llvm", config=RunConfig(region_threshold=th,
-                                                              region_workers=0))
+        m = BareMachine(code, accel="llvm", config=RunConfig(
+            tiers=REGION_TIERS, region_threshold=th, region_workers=0))
         try:
             m.cpu.x[10] = DATA_BASE
             ex = m.run()
@@ -73,7 +73,7 @@ def test_instruction_limit_is_exact_inside_regions(n):
     for th in (0, 1):
         from dbtlab.runtime.machine import Machine
         m = Machine(path, [path, "2048", "2"], config=RunConfig(
-            accel="llvm", max_insns=n, region_threshold=th, region_workers=0),
+            accel="llvm", max_insns=n, tiers=REGION_TIERS, region_threshold=th, region_workers=0),
             stdout=open("/dev/null", "w").fileno())
         try:
             r = m.run()
@@ -90,7 +90,7 @@ def test_code_rewritten_under_a_region_drops_it():
             encode("addi", rd=10, rs1=10, imm=1), encode("addi", rd=11, rs1=11, imm=-1),
             encode("bne", rs1=11, rs2=0, imm=-8), encode("ecall")]
     m = BareMachine(code, accel="llvm", code_prot=PROT_READ | PROT_WRITE | PROT_EXEC,
-                    config=RunConfig(region_threshold=1, region_workers=0))
+                    config=RunConfig(tiers=REGION_TIERS, region_threshold=1, region_workers=0))
     try:
         assert m.run().name == "ecall" and m.cpu.x[10] == 50
         assert m.accel.stats.regions >= 1
@@ -105,7 +105,7 @@ def test_second_run_loads_regions_and_blocks_from_the_persistent_cache(tmp_path)
     """Regions are cached like blocks; and forming them never shifts the slot numbers or
     module names baked into later first-tier modules, so every block module hits too."""
     path = str(GUESTS / "bin/crc32")
-    runs = [dbtlab.run(path, ["4096", "40"], accel="llvm", region_threshold=50,
+    runs = [dbtlab.run(path, ["4096", "40"], accel="llvm", tiers=REGION_TIERS, region_threshold=50,
                        region_workers=0, cache_dir=str(tmp_path)) for _ in range(2)]
     cold, warm = (r.stats for r in runs)
     assert runs[0].stdout == runs[1].stdout and runs[0].instret == runs[1].instret
@@ -129,8 +129,8 @@ def test_faulting_load_in_a_storeless_region_replays_from_its_entry():
             encode("ecall")]
     out = {}
     for th in (0, 1):
-        m = BareMachine(code, accel="llvm", config=RunConfig(region_threshold=th,
-                                                              region_workers=0))
+        m = BareMachine(code, accel="llvm", config=RunConfig(
+            tiers=REGION_TIERS, region_threshold=th, region_workers=0))
         try:
             m.cpu.x[8] = end - 0x1000
             ex = m.run()

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from dbtlab.runtime.oracle.bare import CODE_BASE
-from dbtlab.runtime.config import ACCELS
+from dbtlab.runtime.config import ACCELS, RunConfig
 from dbtlab.runtime.errors import DbtError
 from dbtlab.runtime.oracle.fuzz.case import WINDOW, Case, Layout
 from dbtlab.runtime.oracle.fuzz.generator import DEFAULT_WEIGHTS, Generator
@@ -61,12 +61,15 @@ class FuzzConfig:
     min_items: int = 6
     max_items: int = 24
     llvm_regions: int = 0             # >0: llvm forms second-tier regions at this threshold
+    tiers: tuple[str, ...] | None = None   # llvm's first tiers (default: RunConfig's)
 
     def engine_options(self) -> dict[str, dict]:
         """RunConfig settings per accelerator (recorded in reproducers)."""
+        first = [t for t in (self.tiers or RunConfig().tiers) if t != "region"]
         if self.llvm_regions:
-            return {"llvm": {"region_threshold": self.llvm_regions, "region_workers": 0}}
-        return {"llvm": {"region_threshold": 0}}
+            return {"llvm": {"region_threshold": self.llvm_regions, "region_workers": 0,
+                             "tiers": [*first, "region"]}}
+        return {"llvm": {"region_threshold": 0, "tiers": first}}
 
     def check(self) -> None:
         bad = [a for a in self.accels if a not in ACCELS]
