@@ -29,8 +29,11 @@ from tests.runtime.mainloop_kit import SPIN, Dbtlab, run_plain, sock_path
 
 #: how long any wait of these tests may take (far beyond what is needed: a loaded machine)
 DEADLINE = 60.0
-#: x-timeout (ms) for the tests that wait for a timeout
+#: x-timeout (ms) for the fuzz targets (any reason will do) ...
 SHORT = 500
+#: ... and for the tests that check which timeout it was (longer: a loaded machine may
+#: not run a process's event loop for a good part of a second)
+LONGER = 2000
 #: an endless guest that prints a line per round (16 KiB buffer, 2 ms asleep a round)
 PRINTING = ("1000000000", "16", "1", "2")
 #: the same with 256 KiB
@@ -247,9 +250,9 @@ def test_a_long_line_from_the_destination_fails_the_migration(tmp_path, when):
 
 
 @pytest.mark.parametrize("mode,why,stopped", [
-    ("silent", f"the destination was not ready within {SHORT / 1000:g} s", False),
-    ("deaf", f"the destination accepted no data for {SHORT / 1000:g} s", False),
-    ("no-loaded", f"did not confirm loading the state within {SHORT / 1000:g} s", True),
+    ("silent", f"the destination was not ready within {LONGER / 1000:g} s", False),
+    ("deaf", f"the destination accepted no data for {LONGER / 1000:g} s", False),
+    ("no-loaded", f"did not confirm loading the state within {LONGER / 1000:g} s", True),
 ])
 def test_a_stalled_destination_times_out(tmp_path, mode, why, stopped):
     """A destination that reads everything and never answers, one that stops reading (the
@@ -275,10 +278,10 @@ def test_a_stalled_destination_times_out(tmp_path, mode, why, stopped):
         async with Source(tmp_path, args, "llvm" if mode == "deaf" else "interp") as src:
             await poll(lambda: len(src.lines()) >= 2, "output")
             t = time.monotonic()
-            info = await src.migrate(uri, x_timeout=SHORT)
+            info = await src.migrate(uri, x_timeout=LONGER)
             hold.set()
             check_failed(info, why)
-            assert time.monotonic() - t >= SHORT / 1000
+            assert time.monotonic() - t >= LONGER / 1000
             names = src.ev.names()
             assert ("STOP" in names and "RESUME" in names) == stopped, names
             await src.assert_running()
@@ -379,7 +382,7 @@ def test_parameters_are_bounded():
 class Destination:
     """An incoming migration in this process (what ``dbtlab run --incoming`` runs)."""
 
-    def __init__(self, timeout_ms: int = SHORT, accel: str = "interp") -> None:
+    def __init__(self, timeout_ms: int = LONGER, accel: str = "interp") -> None:
         self.timeout_ms = timeout_ms
         self.accel = accel
 
@@ -472,8 +475,9 @@ def test_a_stalled_incoming_stream_times_out(sent, stream):
             lines = await replies(reader)
             out = await dst.outcome()
             writer.close()
-            why = (f"the source sent nothing for {SHORT / 1000:g} s" if not n else
-                   f"the stream stopped after {n} bytes: nothing more for {SHORT / 1000:g} s")
+            t = LONGER / 1000
+            why = (f"the source sent nothing for {t:g} s" if not n else
+                   f"the stream stopped after {n} bytes: nothing more for {t:g} s")
             check_refused(lines, out, why)
 
     asyncio.run(main())
@@ -537,8 +541,8 @@ def test_a_destination_process_refuses_a_stalled_stream_with_one_line(tmp_path, 
         wait_socket(path, dst)
         r = RawQMP(path)
         r.execute("qmp_capabilities")
-        assert r.execute("migrate-set-parameters", {"x-timeout": SHORT}) == {"return": {}}
-        assert r.execute("query-migrate-parameters")["return"]["x-timeout"] == SHORT
+        assert r.execute("migrate-set-parameters", {"x-timeout": LONGER}) == {"return": {}}
+        assert r.execute("query-migrate-parameters")["return"]["x-timeout"] == LONGER
         r.close()
         n = len(stream) // 3
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as c:
@@ -553,7 +557,7 @@ def test_a_destination_process_refuses_a_stalled_stream_with_one_line(tmp_path, 
         lines = reply.splitlines()
         if lines and lines[0] + b"\n" == MG.MSG_READY:
             lines.pop(0)
-        why = f"the stream stopped after {n} bytes: nothing more for {SHORT / 1000:g} s"
+        why = f"the stream stopped after {n} bytes: nothing more for {LONGER / 1000:g} s"
         assert len(lines) == 1 and why in lines[0].decode(), reply
         err = [ln for ln in dst.stderr.splitlines() if "incoming migration failed" in ln]
         assert len(err) == 1 and why in err[0] and "Traceback" not in dst.stderr
@@ -698,7 +702,7 @@ def _fuzz_destination(stream: bytes, cases: int, seed: int) -> None:
     rng = random.Random(seed)
 
     async def one(data: bytes, desc: str, end: str) -> None:
-        async with Destination() as dst:
+        async with Destination(SHORT) as dst:
             reader, writer = await dst.connect()
             for i in range(0, len(data), 1 << 16):
                 writer.write(data[i:i + (1 << 16)])
