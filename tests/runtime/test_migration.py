@@ -107,8 +107,9 @@ def migrate_live(tmp_path, args, dst_accel="llvm", params=None, after_lines=3):
     source printed ``after_lines`` lines. Returns (query-migrate, events, src, dst, args).
 
     The guest must outlive the migration, and how long either takes depends on the load of
-    the machine: when the guest ended first, the attempt is repeated with 4 times the
-    rounds (``args`` returned are those of the run that migrated)."""
+    the machine: when the guest ended first, or printed its last line before it moved, the
+    attempt is repeated with 4 times the rounds (``args`` returned are those of the run
+    that migrated)."""
     for attempt in range(3):
         try:
             return _migrate_live(tmp_path / f"try{attempt}", args, dst_accel, params,
@@ -159,6 +160,8 @@ def _migrate_live(tmp_path, args, dst_accel, params, after_lines):
         info, events, devents = asyncio.run(main())
         assert src.wait() == 0
         assert dst.wait(300) == 0, dst.stderr
+        if not dst.stdout.count(b"\n"):        # it had printed its last line here
+            raise GuestTooShort
         return info, events, devents, src, dst
     finally:
         src.close()
