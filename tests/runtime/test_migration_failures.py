@@ -355,7 +355,8 @@ def test_any_exception_fails_the_migration_and_restores_the_guest(tmp_path, monk
     ("unix:" + "x" * 200, "cannot connect to unix:"),            # longer than sun_path
     ("tcp:\udcff:1", "cannot connect to tcp:"),
     ("tcp:" + "a" * 300 + ":1", "cannot connect to tcp:"),       # not a host name
-])
+], ids=["unix-surrogate", "unix-too-long", "tcp-surrogate", "tcp-name-too-long"])
+# (ids of their own: pytest-xdist cannot send a lone surrogate in a test id to its workers)
 def test_unusable_addresses_fail_the_migration(tmp_path, uri, why):
     async def main():
         async with Source(tmp_path) as src:
