@@ -227,9 +227,13 @@ class Address:
 
     def __str__(self) -> str:
         if self.kind == "unix":
-            return f"unix:{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp:{host}:{self.port}"
+            text = f"unix:{self.path}"
+        else:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            text = f"tcp:{host}:{self.port}"
+        # printable in messages and logs whatever the address held (a lone surrogate from
+        # an undecodable QMP argument cannot be encoded anywhere)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def parse_address(text: str, what: str = "address") -> Address:
