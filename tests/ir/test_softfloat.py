@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import math
 import struct
 
@@ -512,12 +513,18 @@ class HostFPU:
         """fn(*args) in rounding mode rm: (result, fflags)."""
         libm = self.libm
         assert libm.fesetround(self.MODE[rm]) == 0
+        gc_was = gc.isenabled()
+        # whatever Python runs between clear and test in this thread (a collection and its
+        # finalizers) can raise flags of its own: a CI run once saw NX on an exact fcvt.s.d
+        gc.disable()
         try:
             libm.feclearexcept(self.ALL)
             r = fn(*args)
             return r, self._flags()
         finally:
             libm.fesetround(0)
+            if gc_was:
+                gc.enable()
 
     def to_single(self, x: float, rm: int) -> tuple[int, int]:
         """Round a double to binary32 in rm (cvtsd2ss): (bits, fflags)."""
