@@ -27,8 +27,9 @@ from dbtlab.ir.state import CPUState
 from dbtlab.runtime.config import RunConfig
 from dbtlab.runtime.errors import DbtError
 from dbtlab.runtime.linux.memory import PROT_READ, PROT_WRITE
-from dbtlab.runtime.linux.syscalls import NUMBERS, TABLE, handle_syscall
+from dbtlab.runtime.linux.syscalls import TABLE
 from dbtlab.runtime.machine import Machine
+from tests.runtime.test_syscalls import Guest
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 CONFINE = str(FIX / "confine")
@@ -183,7 +184,7 @@ def test_guest_report_agrees_with_qemu_on_its_own_process(tmp_path):
 
 
 # ---- single syscalls on a live machine --------------------------------------------------------
-class Live:
+class Live(Guest):
     """A Machine on the tiny fixture (not run), its Process, and a RW scratch area; calls
     go through handle_syscall as an ecall does."""
 
@@ -200,27 +201,6 @@ class Live:
         self.proc.cwd = str(tmp)
         self.cpu = CPUState()
         self.next = SCRATCH
-
-    def call(self, nr: int | str, *args: int) -> int:
-        if isinstance(nr, str):
-            nr = NUMBERS[nr]
-        self.cpu.x[17] = nr
-        for i in range(6):
-            self.cpu.x[10 + i] = (args[i] if i < len(args) else 0) & M64
-        handle_syscall(self.proc, self.cpu)
-        r = self.cpu.x[10]
-        return r - (1 << 64) if r >> 63 else r
-
-    def alloc(self, data: bytes | int) -> int:
-        if isinstance(data, int):
-            data = bytes(data)
-        a = self.next
-        self.next = (a + len(data) + 15) & ~15
-        self.mem.write(a, data)
-        return a
-
-    def cstr(self, s: str) -> int:
-        return self.alloc(s.encode() + b"\0")
 
     def open(self, path: str, flags: int = O_RDONLY, dirfd: int = AT_FDCWD) -> int:
         return self.call("openat", dirfd, self.cstr(path), flags, 0o644)
