@@ -233,8 +233,10 @@ def print_stats(m) -> None:
         llvm_blocks = s["blocks"] - s.get("stencil_blocks", 0)
         if llvm_blocks or not s.get("stencil_blocks"):
             why = ""
-            if s.get("stencil_blocks") is not None and "stencil" in m.config.tiers:
-                why = " (forms without a stencil, budget-limited blocks)"
+            refused = s.get("stencil_refused") or {}
+            if refused:                  # what the stencil tier handed over, and why
+                why = " (" + ", ".join(f"{n}: {r}" for r, n in sorted(
+                    refused.items(), key=lambda kv: -kv[1])) + ")"
             print(f"  llvm tier: {llvm_blocks} blocks{why} in {s['modules']} modules: "
                   f"{1e3 * s['emit_seconds']:.1f} ms emitting, "
                   f"{1e3 * s['compile_seconds']:.1f} ms compiling; median "

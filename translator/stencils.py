@@ -220,14 +220,16 @@ class StencilTranslator:
         self._entry = self.patcher.prepare(lib.stencils["st__entry"], {}, DYNAMIC)
         self._entry_hot = self.patcher.prepare(lib.stencils["st__entry_hot"], {}, DYNAMIC)
         self._goto = self.patcher.prepare(lib.stencils["st__goto"], {}, DYNAMIC)
-        self._by_insn: dict[int, tuple | None] = {}   # id(insn) -> (prepared, exits, ends)
-        self._keep: list = []                          # keeps those insns (and ids) alive
+        # instruction word -> (prepared, exits, ends, fields); a decoded instruction is a
+        # function of its word alone (16-bit words end in 0b00..0b10, 32-bit ones in 0b11)
+        self._by_word: dict[int, tuple | None] = {}
+        self.refused: str = ""       # why the last translate() returned None
 
     def _lookup(self, insn: Insn):
         """(prepared stencil, direct-exit target evaluators, ends the block) for a decoded
         instruction, or None; decoded instructions are shared per word, so this runs once
         per word."""
-        got = self._by_insn.get(id(insn), False)
+        got = self._by_word.get(insn.word, False)
         if got is not False:
             return got
         got = None
@@ -240,8 +242,7 @@ class StencilTranslator:
                 if all(bool(g(f)) == d for g, d in guards):
                     got = (self.patcher.prepare(st, f, DYNAMIC), direct, term, f)
                     break
-        self._by_insn[id(insn)] = got
-        self._keep.append(insn)
+        self._by_word[insn.word] = got
         return got
 
     def translate(self, blk, new_slot, hot_id: int | None = None
@@ -255,6 +256,7 @@ class StencilTranslator:
         for pc, insn in blk.insns:
             got = self._lookup(insn)
             if got is None:
+                self.refused = f"no stencil for {insn.mnemonic}"
                 return None
             chosen.append((pc, got))
             if got[2]:

@@ -126,6 +126,11 @@ class TranslationCache:
         self._set_slot(sid, self.unlinked)
         return sid
 
+    def release_slot_id(self, sid: int) -> None:
+        """Give back a first-tier slot number that no block took (its code was not made)."""
+        self._set_slot(sid, self.unlinked)
+        self._free.append(sid)
+
     def free_slots(self) -> int:
         return len(self._free) + self.region_first - self._next_slot
 

@@ -37,6 +37,7 @@ import itertools
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from dbtlab.ir import hostfault
@@ -44,6 +45,7 @@ from dbtlab.ir.env import (MAX_RUN_BUDGET, MAX_SLOTS, NUM_HELPERS, ULOG_SIZE, WL
                            JITEnv)
 from dbtlab.ir.jit import JITEngine
 from dbtlab.ir.llvm_emit import ModuleEmitter
+from dbtlab.ir.stencil_patch import BufferFull, HoleOverflow
 from dbtlab.ir.state import (EXIT_BUDGET, EXIT_CHAIN, EXIT_EBREAK, EXIT_ECALL, EXIT_FAULT,
                              EXIT_FENCE_I, EXIT_HOSTFAULT, EXIT_ILLEGAL, EXIT_INTERP_ONE,
                              EXIT_HOT, EXIT_LOOKUP, EXIT_MISS, EXIT_NAMES)
@@ -70,6 +72,7 @@ class TranslationStats(AccelStats):
     stencil_blocks: int = 0         # ... of which by copying and patching stencils
     stencil_seconds: float = 0.0    # decode + copy and patch, for those
     stencil_us: list = field(default_factory=list)   # per stencil block (µs)
+    stencil_refused: Counter = field(default_factory=Counter)  # why the LLVM tier got one
     guest_insns: int = 0
     modules: int = 0
     emit_seconds: float = 0.0       # decode + semantics + IR text
@@ -106,7 +109,8 @@ class TranslationStats(AccelStats):
                  regions_dropped=self.regions_dropped,
                  region_cache_hits=self.region_cache_hits,
                  region_rollbacks=self.region_rollbacks,
-                 stencil_blocks=self.stencil_blocks, stencil_seconds=self.stencil_seconds)
+                 stencil_blocks=self.stencil_blocks, stencil_seconds=self.stencil_seconds,
+                 stencil_refused=dict(self.stencil_refused))
         sb = sorted(self.stencil_us)
         if sb:
             d["median_us_per_stencil_block"] = sb[len(sb) // 2]
@@ -439,26 +443,34 @@ class LLVMAccel(Accelerator):
         has no stencil (the LLVM tier translates that block). ``limit``: a budget-limited
         variant of at most that many instructions (its exits chain like any block's: the
         next block's entry checks the budget)."""
-        from dbtlab.ir.stencil_patch import BufferFull, HoleOverflow
         t0 = time.perf_counter()
         max_len = limit or self.cfg.max_block_insns
         blk = form_block(self._block_fetcher(pc), pc, max_len)
         blk.limit = limit
         ids = None if limit else self._block_ids()
         bid = ids() if ids else None
-        new_slot = lambda target: self.cache.new_slot_id()   # noqa: E731
+        taken: list[int] = []
+
+        def new_slot(target: int) -> int:
+            taken.append(self.cache.new_slot_id())
+            return taken[-1]
         try:
             try:
                 got = self.stencils.translate(blk, new_slot, bid)
             except BufferFull:
-                self._flush()                   # resets the code buffer too
+                self._flush()                   # resets the code buffer and the slots
+                taken.clear()
                 blk = form_block(self._block_fetcher(pc), pc, max_len)
                 blk.limit = limit
                 got = self.stencils.translate(blk, new_slot, bid)
         except HoleOverflow as e:
             log.debug("block %#x: %s; the LLVM tier translates it", pc, e)
+            for sid in taken:                   # allocated for exits of code never made
+                self.cache.release_slot_id(sid)
+            self.stencils.refused = "a value too large for its hole"
             got = None
         if got is None:
+            self.stats.stencil_refused[self.stencils.refused] += 1
             return None
         addr, exits, layout = got
         tb = TB((blk.pc, limit), blk, addr, "stencil", successors=[t for _, t in exits],

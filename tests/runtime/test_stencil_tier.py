@@ -76,6 +76,7 @@ def test_csr_instructions_are_left_to_the_llvm_tier():
     got, st = _run(code, STENCIL, {})
     assert got[0] == "ecall" and got[4][7] == 4
     assert st.stencil_blocks == 2 and st.blocks == 3     # the csr block went to LLVM
+    assert st.stencil_refused == {"no stencil for csrrs": 1}
 
 
 def test_a_fault_inside_a_stencil_block_names_the_faulting_instruction():
@@ -102,6 +103,10 @@ def test_stats_and_cli_name_the_tiers():
     assert r.returncode == 0
     err = r.stderr.decode()
     assert "stencil tier:" in err and "us/block" in err
+    r = cli("run", "--tiers", "stencil", "--stats", str(GUESTS / "bin/glibc/nbody"), "100")
+    assert r.returncode == 0
+    llvm_line = next(ln for ln in r.stderr.decode().splitlines() if "llvm tier:" in ln)
+    assert "no stencil for csrrs" in llvm_line           # glibc's libm reads fcsr
     r = cli("run", "--tiers", "stencil,nope", str(GUESTS / "bin/sha256"), "64", "1")
     assert r.returncode != 0
     assert r.stderr.decode().strip() == ("dbtlab: --tiers: unknown tier(s) nope; valid: "
